@@ -1,0 +1,1 @@
+"""Tilt Python SDK."""

@@ -1,0 +1,121 @@
+"""The three things a sampler talks to, as small async protocols.
+
+Every call is batched over *contexts*. A context is the full token-id sequence the model
+conditions on: prompt ids followed by the ids generated so far (EOS never appears inside a
+context). All tensors are float64 on CPU unless an adapter documents otherwise; the
+vocabulary axis has ``vocab_size`` entries and includes the EOS id.
+
+- ``LanguageModel.logprobs(contexts)``       -> [B, V]  log pi_ref(a | s)  (rows log-normalised)
+- ``ValueModel.q_values(contexts, beta)``    -> [B, V]  Q(s, a) in reward units; guided logits
+                                                         are  l_ref(s, .) + Q(s, .) / beta
+- ``Reward.score(prompt, completions)``      -> [B]     R(x, y); -inf marks a hard constraint
+
+The methods are ``async`` because the production engine (vLLM's ``AsyncLLM``) is: a particle
+method issues all its particles' work in one call (or concurrently), and a server interleaves
+many requests on one event loop.
+
+Optional capability: an engine may also implement ``BlockSampler.sample_blocks`` — native
+sampling of several tokens per call (vLLM does it inside its batched sampler, guidance
+included). Samplers in ``decoders`` use it when present and fall back to a token loop over
+``logprobs`` otherwise (see ``decoders.blocks``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import torch
+
+Context = Sequence[int]
+# Streaming hook: called with (context index, newly sampled token ids) as tokens arrive.
+OnTokens = Callable[[int, list[int]], Awaitable[None]]
+
+
+@runtime_checkable
+class LanguageModel(Protocol):
+    """A reference (base) autoregressive model pi_ref over ``vocab_size`` ids."""
+
+    vocab_size: int
+    eos_token_id: int
+
+    async def logprobs(self, contexts: Sequence[Context]) -> torch.Tensor:
+        """Next-token log-probabilities, shape [len(contexts), vocab_size]."""
+        ...
+
+
+@runtime_checkable
+class ValueModel(Protocol):
+    """Soft value corrections Q(s, .) for every next token of each context.
+
+    Q is in reward units: Q(s, a) = beta * log E_{pi_ref}[exp(R / beta) | s, a]. A learned
+    model trained at one beta may ignore ``beta``; an exact source uses it.
+    """
+
+    async def q_values(self, contexts: Sequence[Context], beta: float) -> torch.Tensor:
+        """Q(s, .), shape [len(contexts), vocab_size]; -inf where a token is never allowed."""
+        ...
+
+
+@runtime_checkable
+class Reward(Protocol):
+    """The energy: a sequence-level reward R(x, y) of complete completions (EOS excluded)."""
+
+    async def score(self, prompt: Context, completions: Sequence[Context]) -> torch.Tensor:
+        """R(prompt, y) for each completion y, shape [len(completions)], float64."""
+        ...
+
+
+@dataclass
+class SamplingParams:
+    """Proposal shaping shared by samplers and engines (OpenAI-style names)."""
+
+    temperature: float = 1.0
+    top_k: int = 0  # 0 = off
+    top_p: float = 1.0
+
+
+@dataclass
+class Guidance:
+    """Native token-level guidance an engine applies inside its sampler."""
+
+    value_model: str
+    beta: float
+
+
+@dataclass
+class Block:
+    """Tokens an engine sampled natively for one context.
+
+    ``proposal_logprobs[i]`` is log q(token_i | s_i) under the distribution actually sampled
+    from (guided and temperature-shaped); ``base_logprobs[i]`` is log pi_ref(token_i | s_i).
+    ``finished`` is True when the block ended with EOS (EOS is not in ``tokens``).
+    """
+
+    tokens: list[int]
+    proposal_logprobs: list[float]
+    base_logprobs: list[float]
+    finished: bool
+    extra: dict = field(default_factory=dict)
+
+
+@runtime_checkable
+class BlockSampler(Protocol):
+    """Optional native multi-token sampling (engines such as vLLM)."""
+
+    async def sample_blocks(
+        self,
+        contexts: Sequence[Context],
+        max_tokens: int,
+        params: SamplingParams,
+        seeds: Sequence[int | None],
+        guidance: Guidance | None = None,
+        on_tokens: OnTokens | None = None,
+    ) -> list[Block]:
+        """Sample up to ``max_tokens`` tokens after each context (stopping at EOS).
+
+        ``on_tokens`` (optional) is awaited with each context's new tokens as they are
+        sampled, for streaming. Cancelling the awaiting task aborts the engine work.
+        """
+        ...

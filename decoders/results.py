@@ -1,0 +1,48 @@
+"""What samplers return: samples plus the diagnostics that certify (or bound) them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class ParticleDiagnostics:
+    """Diagnostics of one particle-method run (smc, importance).
+
+    ess_trace  effective sample size (sum w)^2 / sum w^2 after each step, before resampling
+    log_z_hat  log of the average unnormalised final weight: an unbiased estimate of Z in
+               expectation (so log Z-hat is biased low by Jensen, consistent as N grows)
+    resamples  how many times resampling was triggered
+    """
+
+    particles: int
+    ess_trace: list[float] = field(default_factory=list)
+    log_z_hat: float = float("nan")
+    resamples: int = 0
+
+
+@dataclass
+class Sample:
+    """One completion and its diagnostics.
+
+    tokens        completion ids, EOS excluded
+    finished      True if it ended with EOS chosen before the length cap, False if forced
+                  by max_tokens ("length")
+    reward        R(x, y) when a reward was given
+    log_weight    log pi_ref(y) + R/beta - log q(y): the importance weight of y under the
+                  proposal that produced it (None where not defined, e.g. best_of_n)
+    kl_to_base    an estimate of KL(sampling distribution || pi_ref) in nats for this run:
+                  token: sum over steps of the exact per-step KL; smc/importance: weighted
+                  E[R]/beta - log Z-hat; best_of_n: the bound log N - (N-1)/N
+    base_logprob  log pi_ref(y) including the final EOS when finished
+    token_logprobs  per-token log-probs of the distribution actually sampled from
+    """
+
+    tokens: list[int]
+    finished: bool
+    reward: float | None = None
+    log_weight: float | None = None
+    kl_to_base: float | None = None
+    base_logprob: float = 0.0
+    token_logprobs: list[float] = field(default_factory=list)
+    particle: ParticleDiagnostics | None = None

@@ -1,0 +1,63 @@
+"""The typed guidance spec: what a request asks a sampler to do.
+
+The server turns a request body into a ``GuidanceSpec``; ``decoders.generate`` dispatches it
+to the sampler module of the same name. Nothing here knows about HTTP or engines.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Method = Literal["none", "token", "smc", "importance", "best_of_n", "blockwise"]
+METHODS: tuple[str, ...] = ("none", "token", "smc", "importance", "best_of_n", "blockwise")
+
+
+@dataclass
+class GuidanceSpec:
+    """One guided generation request for a single prompt.
+
+    method       none (= base ancestral sampling) | token | smc | importance | best_of_n | blockwise
+    n            independent samples to return (each particle method runs n independent times)
+    max_tokens   T: at most T non-EOS tokens; at position T only EOS is allowed
+    beta         temperature of the tilt  pi* ∝ pi_ref · exp(R / beta)
+    particles    N of smc, importance and best_of_n
+    ess_threshold  smc resamples when ESS < ess_threshold · N
+    resampling   systematic | multinomial
+    block_size, candidates, block_select   blockwise: K=candidates blocks of M=block_size tokens,
+                 chosen by argmax of value or sampled ∝ exp(V / beta)
+    temperature, top_k, top_p   proposal shaping of ``none`` (and of ``token``'s guided logits)
+    seed         makes the whole call reproducible
+    """
+
+    method: Method = "none"
+    n: int = 1
+    max_tokens: int = 16
+    beta: float = 1.0
+    particles: int = 8
+    ess_threshold: float = 0.5
+    resampling: Literal["systematic", "multinomial"] = "systematic"
+    block_size: int = 4
+    candidates: int = 4
+    block_select: Literal["argmax", "sample"] = "argmax"
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if not self.beta > 0:
+            raise ValueError(f"beta must be > 0, got {self.beta}")
+        for name in ("n", "max_tokens", "particles", "block_size", "candidates"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.ess_threshold <= 1.0:
+            raise ValueError(f"ess_threshold must be in [0, 1], got {self.ess_threshold}")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0:
+            raise ValueError(f"top_k must be >= 0, got {self.top_k}")
