@@ -90,7 +90,10 @@ class Block:
 
     ``proposal_logprobs[i]`` is log q(token_i | s_i) under the distribution actually sampled
     from (guided and temperature-shaped); ``base_logprobs[i]`` is log pi_ref(token_i | s_i).
-    ``finished`` is True when the block ended with EOS (EOS is not in ``tokens``).
+    ``finished`` is True when the block ended with EOS (EOS is not in ``tokens``); then
+    ``eos_proposal_logprob`` / ``eos_base_logprob`` are log q(EOS | s) and log pi_ref(EOS | s)
+    of that final step (needed for exact importance weights; None = not reported).
+    ``extra`` may carry ``"kl"``: sum over steps of the exact per-step KL(q || pi_ref).
     """
 
     tokens: list[int]
@@ -98,6 +101,8 @@ class Block:
     base_logprobs: list[float]
     finished: bool
     extra: dict = field(default_factory=dict)
+    eos_proposal_logprob: float | None = None
+    eos_base_logprob: float | None = None
 
 
 @runtime_checkable

@@ -13,12 +13,15 @@ class ParticleDiagnostics:
     log_z_hat  log of the average unnormalised final weight: an unbiased estimate of Z in
                expectation (so log Z-hat is biased low by Jensen, consistent as N grows)
     resamples  how many times resampling was triggered
+    all_dead   True when every particle ended with weight 0 (e.g. all hit a -inf reward):
+               log_z_hat is then -inf and the returned sample is NOT a draw from pi*
     """
 
     particles: int
     ess_trace: list[float] = field(default_factory=list)
     log_z_hat: float = float("nan")
     resamples: int = 0
+    all_dead: bool = False
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""One module per sampling method; ``decoders.generate`` dispatches on ``GuidanceSpec.method``."""

@@ -1,0 +1,196 @@
+"""``smc``: twisted sequential Monte Carlo with the value model as twist (docs/math.md).
+
+N particles per run, n runs, all vectorised together (one ``lm.logprobs`` and one
+``value.q_values`` call per step for every live particle of every run).
+
+    twist          psi(s) = V(s) / beta,  V(s) = beta * logsumexp(l_ref(s, .) + Q(s, .) / beta)
+                   (psi = 0 without a value model: plain SMC / importance sampling)
+    proposal       q(a | s) = softmax(l_ref + Q / beta)  (temperature 1, no truncation)
+    weight         log w_0 = psi(root);  a step s -> s + a multiplies w by
+                   pi_ref(a | s) exp(psi(s + a) - psi(s)) / q(a | s),
+                   with psi(s + a) replaced by R(x, y) / beta when y is complete (EOS or length T)
+    resampling     when ESS < ess_threshold * N (systematic or multinomial); log Z-hat adds
+                   log mean w at every resampling and at the end, so exp(log Z-hat) is unbiased
+    output         one particle per run drawn by its final normalised weight
+
+A particle whose twist is -inf (no allowed continuation) or whose reward is -inf has weight 0.
+A run whose particles all have weight 0 reports log_z_hat = -inf and ``all_dead = True``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from decoders import blocks as blk
+from decoders import resampling
+from decoders.protocols import Context, LanguageModel, Reward, ValueModel
+from decoders.results import ParticleDiagnostics, Sample
+from decoders.samplers.base import make_generator, score
+from decoders.spec import GuidanceSpec
+
+NEG_INF = float("-inf")
+
+
+def add_log(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a + b where either being -inf gives -inf (no inf - inf NaNs)."""
+    bad = torch.isneginf(a) | torch.isneginf(b)
+    return torch.where(bad, torch.full_like(a, NEG_INF), a + b)
+
+
+def kl_estimate(w_bar: torch.Tensor, rewards: torch.Tensor, beta: float, log_z: float) -> float | None:
+    """KL(pi* || pi_ref) ~= sum_i w_i R_i / beta - log Z-hat (weights normalised; w_i > 0 only)."""
+    if math.isinf(log_z):
+        return None
+    live = w_bar > 0
+    return float((w_bar[live] * rewards[live]).sum()) / beta - log_z
+
+
+def pick(log_w: torch.Tensor, generator: torch.Generator) -> tuple[int, bool]:
+    """Index drawn from normalised weights; (0, True) when every weight is zero."""
+    w = resampling.normalise(log_w)
+    if not bool(w.sum() > 0):
+        return 0, True
+    return int(torch.multinomial(w, 1, generator=generator)), False
+
+
+class _Particles:
+    """Per-particle state of n runs x N particles (flat index = run * N + particle)."""
+
+    def __init__(self, n: int, N: int):
+        B = n * N
+        self.n, self.N = n, N
+        f64 = dict(dtype=torch.float64)
+        self.tokens: list[list[int]] = [[] for _ in range(B)]
+        self.tok_lps: list[list[float]] = [[] for _ in range(B)]
+        self.done = torch.zeros(B, dtype=torch.bool)
+        self.finished = torch.zeros(B, dtype=torch.bool)
+        self.log_w = torch.zeros(B, **f64)
+        self.twist = torch.zeros(B, **f64)
+        self.base_lp = torch.zeros(B, **f64)
+        self.prop_lp = torch.zeros(B, **f64)
+        self.reward = torch.full((B,), float("nan"), **f64)
+        self.row = torch.full((B,), -1, dtype=torch.long)  # row of this step's model outputs
+
+    def take(self, perm: torch.Tensor) -> None:
+        """Replace every particle by its ancestor perm[i] (after resampling)."""
+        for name in ("done", "finished", "log_w", "twist", "base_lp", "prop_lp", "reward", "row"):
+            setattr(self, name, getattr(self, name)[perm])
+        p = perm.tolist()
+        self.tokens = [list(self.tokens[a]) for a in p]
+        self.tok_lps = [list(self.tok_lps[a]) for a in p]
+
+
+async def run_smc(lm: LanguageModel, prompt: Context, reward: Reward, *, n: int, particles: int,
+                  max_tokens: int, beta: float, generator: torch.Generator,
+                  value: ValueModel | None = None, ess_threshold: float = 0.5,
+                  scheme: str = "systematic") -> list[Sample]:
+    """n independent SMC runs of ``particles`` particles each; one weighted draw per run."""
+    prompt = [int(t) for t in prompt]
+    N, eos = particles, int(lm.eos_token_id)
+    P = _Particles(n, N)
+    diags = [ParticleDiagnostics(particles=N) for _ in range(n)]
+    log_z = torch.zeros(n, dtype=torch.float64)
+    log_N = math.log(N)
+    while True:
+        active = (~P.done).nonzero().squeeze(1)
+        if active.numel() == 0:
+            break
+        states = [prompt + P.tokens[i] for i in active.tolist()]
+        base = (await lm.logprobs(states)).to(torch.float64)
+        q = None if value is None else (await value.q_values(states, beta)).to(torch.float64)
+        psi = torch.logsumexp(blk.guided_logits(base, q, beta), dim=-1)
+        # Twist update psi(s_t) - psi(s_{t-1}); psi = -inf kills the particle.
+        P.log_w[active] = add_log(P.log_w[active], psi - P.twist[active])
+        P.twist[active] = psi
+        dead = active[torch.isneginf(psi)]
+        P.done[dead] = True
+        P.reward[dead] = NEG_INF
+        P.row.fill_(-1)
+        P.row[active] = torch.arange(active.numel())
+        _resample(P, diags, log_z, ess_threshold, scheme, generator, log_N)
+        # Propagate every live particle one token.
+        live = (~P.done).nonzero().squeeze(1)
+        if live.numel() == 0:
+            break
+        rows = P.row[live]
+        log_q = blk.step_policy(base[rows], None if q is None else q[rows], beta)
+        tok = blk.draw(log_q, generator)
+        lp_ref = base[rows, tok]
+        lp_q = log_q[torch.arange(live.numel()), tok]
+        P.log_w[live] += lp_ref - lp_q
+        P.base_lp[live] += lp_ref
+        P.prop_lp[live] += lp_q
+        ended = []
+        for j, i in enumerate(live.tolist()):
+            a = int(tok[j])
+            if a == eos:
+                P.finished[i] = True
+                ended.append(i)
+                continue
+            P.tokens[i].append(a)
+            P.tok_lps[i].append(float(lp_q[j]))
+            if len(P.tokens[i]) >= max_tokens:
+                ended.append(i)
+        if ended:
+            idx = torch.tensor(ended)
+            P.done[idx] = True
+            r = torch.tensor(await score(reward, prompt, [P.tokens[i] for i in ended]), dtype=torch.float64)
+            P.reward[idx] = r
+            # Final twist: replace psi(s) by R / beta.
+            P.log_w[idx] = add_log(P.log_w[idx], add_log(r / beta, -P.twist[idx]))
+    return _finish(P, diags, log_z, beta, generator, log_N)
+
+
+def _resample(P: _Particles, diags, log_z, threshold, scheme, generator, log_N) -> None:
+    """ESS per run (recorded); resample runs with live particles and ESS < threshold * N."""
+    lw = P.log_w.view(P.n, P.N)
+    ess = resampling.ess(lw)
+    running = (~P.done).view(P.n, P.N).any(dim=1)
+    perm = None
+    for r in running.nonzero().squeeze(1).tolist():
+        diags[r].ess_trace.append(float(ess[r]))
+        if not (ess[r] < threshold * P.N) or float(ess[r]) == 0.0:
+            continue
+        anc = resampling.resample(lw[r], P.N, generator, scheme)
+        log_z[r] += torch.logsumexp(lw[r], 0) - log_N
+        diags[r].resamples += 1
+        if perm is None:
+            perm = torch.arange(P.n * P.N)
+        perm[r * P.N:(r + 1) * P.N] = r * P.N + anc
+        P.log_w[r * P.N:(r + 1) * P.N] = 0.0  # equal weights after resampling
+    if perm is not None:
+        log_w = P.log_w.clone()
+        P.take(perm)
+        P.log_w = log_w  # the reset weights belong to the new particles
+
+
+def _finish(P: _Particles, diags, log_z, beta, generator, log_N) -> list[Sample]:
+    out = []
+    for r in range(P.n):
+        sl = slice(r * P.N, (r + 1) * P.N)
+        lw = P.log_w[sl]
+        d = diags[r]
+        d.ess_trace.append(float(resampling.ess(lw)))
+        lse = float(torch.logsumexp(lw, 0))
+        d.log_z_hat = float(log_z[r]) + lse - log_N if not math.isinf(lse) else NEG_INF
+        k, d.all_dead = pick(lw, generator)
+        i = r * P.N + k
+        rew = float(P.reward[i])
+        base_lp, prop_lp = float(P.base_lp[i]), float(P.prop_lp[i])
+        lw_i = NEG_INF if math.isinf(rew) and rew < 0 else base_lp + rew / beta - prop_lp
+        out.append(Sample(tokens=list(P.tokens[i]), finished=bool(P.finished[i]), reward=rew,
+                          log_weight=lw_i,
+                          kl_to_base=kl_estimate(resampling.normalise(lw), P.reward[sl], beta, d.log_z_hat),
+                          base_logprob=base_lp, token_logprobs=list(P.tok_lps[i]), particle=d))
+    return out
+
+
+async def sample(lm: LanguageModel, prompt: Context, spec: GuidanceSpec, *, reward: Reward,
+                 value: ValueModel | None = None) -> list[Sample]:
+    """``spec.n`` SMC runs of ``spec.particles`` particles (twisted when ``value`` is given)."""
+    return await run_smc(lm, prompt, reward, n=spec.n, particles=spec.particles,
+                         max_tokens=spec.max_tokens, beta=spec.beta,
+                         generator=make_generator(spec.seed), value=value,
+                         ess_threshold=spec.ess_threshold, scheme=spec.resampling)
