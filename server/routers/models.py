@@ -1,0 +1,15 @@
+"""GET /v1/models: base model, value models and rewards with their metadata."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+
+from server.schemas import ModelList
+from server.service import model_cards
+
+router = APIRouter()
+
+
+@router.get("/v1/models", response_model=ModelList)
+async def list_models(request: Request) -> ModelList:
+    return ModelList(data=model_cards(request.app.state.service))

@@ -1,0 +1,208 @@
+"""``tilt serve``: run the OpenAI-compatible server (uvicorn) on one base model.
+
+    tilt serve                                   # bundled demo models (vLLM CPU/GPU)
+    tilt serve --model toy:vocab=8,len=4,seed=0 --reward toy=toy:seed=0
+    tilt serve --model path/to/model --engine vllm --value-model pos=path/to/vm \\
+               --reward vader=vader --api-key $KEY --tensor-parallel-size 2
+    tilt serve --config tilt.yaml                # same keys as server.config.ServerConfig
+
+Flags override the config file. Bad input exits with code 2 and a message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from tilt.cli import app
+
+log = logging.getLogger("tilt.serve")
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+DEMO_BASE = ASSETS / "demo-base"
+DEMO_REWARDS = {"vader": "vader"}
+
+
+def _pairs(items: list[str], flag: str) -> dict[str, str]:
+    """['a=x', 'b=y'] -> {'a': 'x', 'b': 'y'}; exit 2 on a malformed item."""
+    out: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip() or not value.strip():
+            raise typer.BadParameter(f"expected NAME=VALUE, got {item!r}", param_hint=flag)
+        out[name.strip()] = value.strip()
+    return out
+
+
+def _option_value(text: str) -> Any:
+    """Engine option values: JSON when they parse (2, true, 0.5), else the string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def demo_value_models() -> dict[str, str]:
+    """Bundled value models: tilt/assets/*/tilt.json with format tilt-value-model."""
+    found = {}
+    for manifest in sorted(ASSETS.glob("*/tilt.json")):
+        try:
+            if json.loads(manifest.read_text()).get("format") == "tilt-value-model":
+                found[manifest.parent.name.removeprefix("demo-")] = str(manifest.parent)
+        except (OSError, json.JSONDecodeError):
+            continue
+    return found
+
+
+def demo_config() -> dict[str, Any]:
+    """What ``tilt serve`` with no model serves: the demo base on vLLM, the bundled value
+    models and the VADER reward, each only if it is there (say so otherwise)."""
+    cfg: dict[str, Any] = {"model": str(DEMO_BASE), "engine": "vllm",
+                           "engine_options": {"max_model_len": 512}}
+    if not (DEMO_BASE / "config.json").exists():
+        log.warning("bundled demo model %s is missing (build it with scripts/"
+                    "build_demo_base.py); serving the toy model instead", DEMO_BASE)
+        cfg = {"model": "toy:vocab=8,len=4,seed=0", "engine": "toy",
+               "rewards": {"toy": "toy:seed=0"}}
+        return cfg
+    vms = demo_value_models()
+    if vms:
+        cfg["value_models"] = vms
+        cfg["defaults"] = {"value_model": next(iter(vms))}
+    else:
+        log.warning("no bundled value model found under %s; guided methods that need one "
+                    "(token, smc, blockwise) will answer 400 until one is configured", ASSETS)
+    try:
+        from rewards.loader import load_reward
+
+        load_reward("vader")
+        cfg["rewards"] = dict(DEMO_REWARDS)
+        cfg.setdefault("defaults", {})["reward"] = "vader"
+    except Exception as exc:  # noqa: BLE001 - a missing optional reward is only logged
+        log.warning("reward 'vader' unavailable (%s); serving no reward", exc)
+    return cfg
+
+
+def build_config(*, config: Path | None, model: str | None, engine: str | None,
+                 value_model: list[str], reward: list[str], api_key: list[str],
+                 host: str | None, port: int | None, served_model_name: str | None,
+                 default_value_model: str | None, default_reward: str | None,
+                 default_method: str | None, beta: float | None,
+                 tensor_parallel_size: int | None, engine_option: list[str],
+                 limit: list[str]) -> Any:
+    """Config file (or the demo defaults when neither a file nor --model is given), then
+    the flags on top. Raises ValueError / typer.BadParameter on bad input."""
+    from server.config import ServerConfig
+
+    data: dict[str, Any] = {}
+    if config is not None:
+        data = ServerConfig.from_yaml(config).model_dump()
+    elif model is None:
+        data = demo_config()
+    if model is not None:
+        data["model"] = model
+        if config is None and engine is None:
+            data["engine"] = "toy" if model.startswith("toy:") else "vllm"
+    if engine is not None:
+        data["engine"] = engine
+    if value_model:
+        data["value_models"] = {**data.get("value_models", {}), **_pairs(value_model, "--value-model")}
+    if reward:
+        data["rewards"] = {**data.get("rewards", {}), **_pairs(reward, "--reward")}
+    if api_key:
+        data["api_keys"] = list(api_key)
+    opts = {k: _option_value(v) for k, v in _pairs(engine_option, "--engine-option").items()}
+    if tensor_parallel_size is not None:
+        opts["tensor_parallel_size"] = tensor_parallel_size
+    data["engine_options"] = {**data.get("engine_options", {}), **opts}
+    defaults = dict(data.get("defaults", {}))
+    for key, val in (("value_model", default_value_model), ("reward", default_reward),
+                     ("method", default_method), ("beta", beta)):
+        if val is not None:
+            defaults[key] = val
+    data["defaults"] = defaults
+    limits = dict(data.get("limits", {}))
+    limits.update({k: _option_value(v) for k, v in _pairs(limit, "--limit").items()})
+    data["limits"] = limits
+    for key, val in (("host", host), ("port", port), ("served_model_name", served_model_name)):
+        if val is not None:
+            data[key] = val
+    if data.get("engine") not in ("vllm", "transformers", "toy"):
+        raise typer.BadParameter(f"unknown engine {data.get('engine')!r}; choose vllm, "
+                                 "transformers or toy", param_hint="--engine")
+    return ServerConfig(**data)
+
+
+async def _serve(cfg: Any) -> None:
+    import uvicorn
+
+    from server.app import create_app
+    from server.service import TiltService
+
+    try:
+        service = await TiltService.open(cfg)
+    except (ValueError, FileNotFoundError, NotImplementedError) as exc:
+        typer.echo(f"Error: cannot start the server: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    try:
+        server = uvicorn.Server(uvicorn.Config(create_app(cfg, service), host=cfg.host,
+                                               port=cfg.port, log_level=cfg.log_level))
+        await server.serve()
+    finally:
+        await service.aclose()
+
+
+@app.command()
+def serve(
+    model: str = typer.Option(None, "--model", help="Model path/name or toy:vocab=V,len=T,seed=S."),
+    engine: str = typer.Option(None, "--engine", help="vllm | transformers | toy."),
+    value_model: list[str] = typer.Option([], "--value-model", help="NAME=PATH (repeatable)."),
+    reward: list[str] = typer.Option([], "--reward", help="NAME=SPEC (repeatable), e.g. vader=vader."),
+    config: Path = typer.Option(None, "--config", help="YAML config file (flags override it)."),
+    host: str = typer.Option(None, "--host", help="Bind address (default 127.0.0.1)."),
+    port: int = typer.Option(None, "--port", help="Port (default 8000)."),
+    api_key: list[str] = typer.Option([], "--api-key", help="Accepted Bearer key (repeatable); "
+                                      "also TILT_API_KEYS=k1,k2."),
+    served_model_name: str = typer.Option(None, "--served-model-name"),
+    default_value_model: str = typer.Option(None, "--default-value-model"),
+    default_reward: str = typer.Option(None, "--default-reward"),
+    default_method: str = typer.Option(None, "--default-method"),
+    beta: float = typer.Option(None, "--beta", help="Default beta."),
+    tensor_parallel_size: int = typer.Option(None, "--tensor-parallel-size",
+                                             help="vLLM: shard the model over this many GPUs."),
+    engine_option: list[str] = typer.Option([], "--engine-option",
+                                            help="KEY=VALUE passed to open_engine (repeatable)."),
+    limit: list[str] = typer.Option([], "--limit", help="KEY=VALUE of server.config.Limits "
+                                    "(repeatable), e.g. max_concurrent_requests=4."),
+    log_level: str = typer.Option("info", "--log-level"),
+) -> None:
+    """Serve guided generation over an OpenAI-compatible REST API."""
+    from pydantic import ValidationError
+
+    logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = build_config(
+            config=config, model=model, engine=engine, value_model=value_model, reward=reward,
+            api_key=api_key, host=host, port=port, served_model_name=served_model_name,
+            default_value_model=default_value_model, default_reward=default_reward,
+            default_method=default_method, beta=beta, tensor_parallel_size=tensor_parallel_size,
+            engine_option=engine_option, limit=limit)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise typer.BadParameter(f"{'.'.join(map(str, err['loc']))}: {err['msg']}") from exc
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    cfg.log_level = log_level
+    asyncio.run(_serve(cfg))
+
+
+if app.registered_callback is None:
+    @app.callback()
+    def _main() -> None:
+        """Tilt: sample from energy-tilted language-model distributions."""
+        # A group callback keeps `tilt serve` a sub-command even while it is the only one.
