@@ -12,7 +12,8 @@ Summed over a completion the V_q terms telescope:
 so the EBM exp(sum r) / Z has Z = exp V_q(x) and equals the ARM's sequence distribution. With
 normalised q (log-probabilities, V_q = 0) the token rewards sum to log p_q(y | x) exactly.
 With a length cap T (``max_len``), a completion of length T ends by forced termination: only
-EOS is allowed at s_T, so V_q(s_T) = q(s_T, EOS) there, and the EOS probability drops out.
+EOS is allowed at s_T, whose row is then the forced row (EOS log-prob 0, as in
+``decoders.exact``), so V_q(s_T) = 0, r(s_T, EOS) = 0, and the EOS probability drops out.
 
 ``score`` returns the sequence energy R(x, y) = log p_q(y | x) = sum_t r - V_q(x) (the prompt
 constant does not change the tilted target, and this keeps R comparable across prompts).
@@ -29,6 +30,7 @@ from typing import Any
 
 import torch
 
+from decoders.bijection import forced_eos_row, token_rewards_from_logprobs
 from decoders.protocols import Context
 from rewards.base import TextReward
 
@@ -38,21 +40,14 @@ def arm_token_rewards(q: torch.Tensor, tokens: Sequence[int], eos_id: int,
     """Token rewards [T+1] of one completion from its ARM logits ``q`` [T+1, V].
 
     ``q[t]`` are the logits at state s_t = x + y_<t (t = 0..T). Returns r(s_t, y_t) for t < T
-    and r(s_T, EOS) last (see the module docstring; ``forced_eos``: V_q(s_T) = q(s_T, EOS)).
+    and r(s_T, EOS) last, via ``decoders.bijection.token_rewards_from_logprobs`` (beta = 1).
+    ``forced_eos``: only EOS is allowed at s_T, so its row is replaced by the forced row
+    ``decoders.bijection.forced_eos_row`` (EOS log-prob 0): V_q(s_T) = 0 and r(s_T, EOS) = 0.
     """
-    T = len(tokens)
-    if q.shape[0] != T + 1:
-        raise ValueError(f"need T+1 = {T + 1} rows of logits, got {q.shape[0]}")
-    q = q.to(torch.float64)
-    v = torch.logsumexp(q, dim=-1)  # V_q(s_t), t = 0..T
+    q = torch.as_tensor(q, dtype=torch.float64)
     if forced_eos:
-        v = v.clone()
-        v[T] = q[T, eos_id]
-    idx = torch.as_tensor(list(tokens), dtype=torch.long)
-    r = torch.empty(T + 1, dtype=torch.float64)
-    r[:T] = q[torch.arange(T), idx] - v[1:]
-    r[T] = q[T, eos_id]
-    return r
+        q = torch.cat([q[:-1], forced_eos_row(q.shape[1], eos_id)[None]])
+    return token_rewards_from_logprobs(q, tokens, eos_id)
 
 
 class LMSource:
@@ -82,10 +77,10 @@ class HFCausalLMSource:
     """ARM logits from a local Hugging Face causal LM directory (one batched forward pass)."""
 
     def __init__(self, path: str, max_len: int | None = None, batch_size: int = 16):
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
         if not Path(path).expanduser().is_dir():
             raise ValueError(f"ARM model directory not found: {path!r} (arm: takes a local path)")
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
             self.model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True)

@@ -95,10 +95,10 @@ class HFClassifierReward(TextReward):
 
 def load_classifier(path: str) -> tuple[Any, Any]:
     """(model, tokenizer) from a local directory, offline; ValueError if it cannot be loaded."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
     if not Path(path).expanduser().is_dir():
         raise ValueError(f"classifier directory not found: {path!r} (hf: takes a local path)")
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         model = AutoModelForSequenceClassification.from_pretrained(path, local_files_only=True)
