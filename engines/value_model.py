@@ -184,6 +184,9 @@ class TorchValueModel:
     q_values(contexts, beta) runs one right-padded forward over the batch (causal attention
     means pads after a context never affect its last position) and returns Q at each
     context's last position as float64 [B, V].
+
+    An engine that applies the model natively sets the attribute ``native_name`` on the
+    instance (``decoders.blocks`` routes guided sampling to the engine only then).
     """
 
     def __init__(self, path: str | Path, base_dir: str | Path | None = None, *,
@@ -194,7 +197,6 @@ class TorchValueModel:
         self.manifest = check_value_model(self.path, base_dir)
         self.name = name or self.path.name
         self.vocab_size = self.manifest.vocab_size
-        self.native_name: str | None = None
         self.device = torch.device(device)
         self.model = AutoModelForCausalLM.from_pretrained(
             self.path, dtype=torch.float32).to(self.device).eval()
@@ -206,7 +208,7 @@ class TorchValueModel:
         m = self.manifest
         return {"name": self.name, "base_model": m.base_model, "reward": m.reward,
                 "beta": m.beta, "atoms": m.atoms, "parameters": self.num_parameters,
-                "native": self.native_name is not None}
+                "native": getattr(self, "native_name", None) is not None}
 
     @torch.inference_mode()
     def last_logits(self, contexts: Sequence[Sequence[int]]) -> torch.Tensor:

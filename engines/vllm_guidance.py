@@ -1,0 +1,98 @@
+"""Learned soft-value guidance inside vLLM's sampler: the V1 logits-processor interface.
+
+For every batch row whose request asks for guidance (``extra_args["tilt_guidance"]``),
+
+    logits[row] += Q_theta(s, .) / beta          (before temperature and top-k/top-p)
+
+so vLLM samples from softmax((l_ref + Q/beta) / T) and, with
+``logprobs_mode="processed_logprobs"``, returns exactly those log-probs. Unguided rows in the
+same batch are untouched. The value model runs batched over the guided rows with one KV-cache
+slot per request (``engines.guidance_state``): each step feeds only the tokens gained since
+the previous step.
+
+This is the processor of vLLM's V1 model runner (the CPU build's runner); the Model Runner V2
+one (the GPU default) is ``engines.vllm_guidance_mrv2``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor, MoveDirectionality
+
+from engines.guidance_state import GuidanceRuntime, GuidedSeq, context_tail, parse_guidance
+
+
+@dataclass
+class _Entry:
+    seq: GuidedSeq
+    prompt: list[int]
+    output: list[int]  # live reference to the request's output tokens
+
+
+class TiltGuidanceLogitsProcessor(LogitsProcessor):
+    """Adds Q_theta/beta to the rows of guided requests (V1 interface)."""
+
+    @classmethod
+    def validate_params(cls, sampling_params) -> None:
+        parse_guidance(sampling_params)
+
+    def __init__(self, vllm_config, device: torch.device, is_pin_memory: bool) -> None:
+        self.runtime = GuidanceRuntime.from_vllm_config(vllm_config, device)
+        self.entries: dict[int, _Entry] = {}
+
+    def is_argmax_invariant(self) -> bool:
+        return False
+
+    def _drop(self, index: int) -> None:
+        entry = self.entries.pop(index, None)
+        if entry is not None:
+            self.runtime.stop(entry.seq)
+
+    def update_state(self, batch_update: BatchUpdate | None) -> None:
+        """Apply removals, additions, then moves (the order vLLM specifies)."""
+        if batch_update is None:
+            return
+        for index in batch_update.removed:
+            self._drop(index)
+        for index, params, prompt_ids, output_ids in batch_update.added:
+            self._drop(index)
+            g = parse_guidance(params)
+            if g is None or prompt_ids is None:
+                continue
+            seq = self.runtime.start(*g)
+            if seq is not None:
+                self.entries[index] = _Entry(seq, list(prompt_ids), output_ids)
+        for a, b, direction in batch_update.moved:
+            ea, eb = self.entries.pop(a, None), self.entries.pop(b, None)
+            if direction == MoveDirectionality.SWAP:
+                if ea is not None:
+                    self.entries[b] = ea
+                if eb is not None:
+                    self.entries[a] = eb
+            else:
+                if eb is not None:
+                    self.runtime.stop(eb.seq)
+                if ea is not None:
+                    self.entries[b] = ea
+
+    def apply(self, logits: torch.Tensor) -> torch.Tensor:
+        if not self.entries:
+            return logits
+        rows, seqs, news = [], [], []
+        for index, e in self.entries.items():
+            if index >= logits.shape[0]:
+                continue
+            total = len(e.prompt) + len(e.output)
+            if total < e.seq.fed:  # context rewound (should not happen): recompute
+                e.seq.fed, e.seq.last = 0, None
+            rows.append(index)
+            seqs.append(e.seq)
+            news.append(context_tail(e.prompt, e.output, e.seq.fed))
+        if not rows:
+            return logits
+        corr = self.runtime.corrections(seqs, news).to(logits.dtype)
+        idx = torch.tensor(rows, device=logits.device)
+        logits[idx, : corr.shape[1]] += corr.to(logits.device)
+        return logits
