@@ -108,17 +108,18 @@ async def token_loop(lm: LanguageModel, contexts: Sequence[Context], max_tokens:
         kl = step_kl(log_q, base)
         emitted: list[tuple[int, list[int]]] = []
         still = []
-        for j, i in enumerate(active):
-            a, b = int(tok[j]), blocks[i]
-            b.extra["kl"] += float(kl[j])
+        rows = torch.arange(len(active))
+        lq_tok, lb_tok = log_q[rows, tok].tolist(), base[rows, tok].tolist()
+        for i, a, lq, lb, k in zip(active, tok.tolist(), lq_tok, lb_tok, kl.tolist(), strict=True):
+            b = blocks[i]
+            b.extra["kl"] += k
             if a == eos:
                 b.finished = True
-                b.eos_proposal_logprob = float(log_q[j, a])
-                b.eos_base_logprob = float(base[j, a])
+                b.eos_proposal_logprob, b.eos_base_logprob = lq, lb
                 continue
             b.tokens.append(a)
-            b.proposal_logprobs.append(float(log_q[j, a]))
-            b.base_logprobs.append(float(base[j, a]))
+            b.proposal_logprobs.append(lq)
+            b.base_logprobs.append(lb)
             ctx[i].append(a)
             emitted.append((i, [a]))
             if len(b.tokens) < caps[i]:

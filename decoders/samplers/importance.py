@@ -7,16 +7,13 @@ probability w_i / sum w. As N grows the returned draw's law tends to pi*.
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from decoders import blocks as blk
-from decoders import resampling
 from decoders.protocols import Context, LanguageModel, Reward
 from decoders.results import ParticleDiagnostics, Sample
 from decoders.samplers.base import block_logprobs, make_generator, score
-from decoders.samplers.smc import kl_estimate, pick
+from decoders.samplers.smc import log_weight, summarise_runs
 from decoders.spec import GuidanceSpec
 
 NEG_INF = float("-inf")
@@ -28,20 +25,16 @@ async def sample(lm: LanguageModel, prompt: Context, spec: GuidanceSpec, *, rewa
     n, N, beta = spec.n, spec.particles, spec.beta
     blocks = await blk.sample_blocks(lm, [list(prompt)] * (n * N), spec.max_tokens, g)
     rewards = torch.tensor(await score(reward, prompt, [b.tokens for b in blocks]), dtype=torch.float64)
+    log_w = torch.where(torch.isneginf(rewards), rewards, rewards / beta).view(n, N)
+    summary = summarise_runs(log_w, rewards.view(n, N), beta, torch.zeros(n, dtype=torch.float64), g)
     out = []
-    for r in range(n):
-        sl = slice(r * N, (r + 1) * N)
-        log_w = torch.where(torch.isneginf(rewards[sl]), torch.full((N,), NEG_INF, dtype=torch.float64),
-                            rewards[sl] / beta)
-        lse = float(torch.logsumexp(log_w, 0))
-        diag = ParticleDiagnostics(particles=N, ess_trace=[float(resampling.ess(log_w))],
-                                   log_z_hat=lse - math.log(N) if not math.isinf(lse) else NEG_INF)
-        k, diag.all_dead = pick(log_w, g)
+    for r, k in enumerate(summary.choice):
         b = blocks[r * N + k]
         base_lp, prop_lp = block_logprobs(b)
         rew = float(rewards[r * N + k])
+        diag = ParticleDiagnostics(particles=N, ess_trace=[summary.ess[r]], log_z_hat=summary.log_z_hat[r],
+                                   all_dead=summary.all_dead[r])
         out.append(Sample(tokens=list(b.tokens), finished=b.finished, reward=rew,
-                          log_weight=NEG_INF if math.isinf(rew) and rew < 0 else base_lp + rew / beta - prop_lp,
-                          kl_to_base=kl_estimate(resampling.normalise(log_w), rewards[sl], beta, diag.log_z_hat),
+                          log_weight=log_weight(base_lp, rew, prop_lp, beta), kl_to_base=summary.kl[r],
                           base_logprob=base_lp, token_logprobs=list(b.proposal_logprobs), particle=diag))
     return out

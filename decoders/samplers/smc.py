@@ -20,6 +20,7 @@ A run whose particles all have weight 0 reports log_z_hat = -inf and ``all_dead 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -39,20 +40,38 @@ def add_log(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.where(bad, torch.full_like(a, NEG_INF), a + b)
 
 
-def kl_estimate(w_bar: torch.Tensor, rewards: torch.Tensor, beta: float, log_z: float) -> float | None:
-    """KL(pi* || pi_ref) ~= sum_i w_i R_i / beta - log Z-hat (weights normalised; w_i > 0 only)."""
-    if math.isinf(log_z):
-        return None
-    live = w_bar > 0
-    return float((w_bar[live] * rewards[live]).sum()) / beta - log_z
+@dataclass
+class RunSummary:
+    """Final per-run quantities of n weighted particle sets (lists of length n)."""
+
+    choice: list[int]  # particle drawn by normalised final weight (0 when all are dead)
+    log_z_hat: list[float]  # log Z-hat (-inf when all dead)
+    ess: list[float]
+    all_dead: list[bool]
+    kl: list[float | None]  # sum_i w_i R_i / beta - log Z-hat  (None when all dead)
 
 
-def pick(log_w: torch.Tensor, generator: torch.Generator) -> tuple[int, bool]:
-    """Index drawn from normalised weights; (0, True) when every weight is zero."""
-    w = resampling.normalise(log_w)
-    if not bool(w.sum() > 0):
-        return 0, True
-    return int(torch.multinomial(w, 1, generator=generator)), False
+def summarise_runs(log_w: torch.Tensor, rewards: torch.Tensor, beta: float, log_z_prev: torch.Tensor,
+                   generator: torch.Generator) -> RunSummary:
+    """Vectorised over runs: log Z-hat = log_z_prev + logsumexp(log w) - log N, the ESS, one
+    draw per run ~ w / sum w, and the KL(pi* || pi_ref) estimate from the weighted rewards."""
+    n, N = log_w.shape
+    lse = torch.logsumexp(log_w, dim=1)
+    log_z_hat = torch.where(torch.isneginf(lse), lse, log_z_prev + lse - math.log(N))
+    w_bar = resampling.normalise(log_w)
+    alive = w_bar.sum(dim=1) > 0
+    choice = torch.zeros(n, dtype=torch.long)
+    if bool(alive.any()):
+        choice[alive] = torch.multinomial(w_bar[alive], 1, generator=generator).squeeze(1)
+    weighted_r = torch.where(w_bar > 0, w_bar * rewards, torch.zeros_like(w_bar)).sum(dim=1) / beta
+    kl = [None if not a else float(wr - lz) for a, wr, lz in zip(alive.tolist(), weighted_r, log_z_hat, strict=True)]
+    return RunSummary(choice.tolist(), log_z_hat.tolist(), resampling.ess(log_w).tolist(),
+                      (~alive).tolist(), kl)
+
+
+def log_weight(base_lp: float, reward: float, prop_lp: float, beta: float) -> float:
+    """log pi_ref(y) + R / beta - log q(y)  (-inf when R = -inf)."""
+    return NEG_INF if math.isinf(reward) and reward < 0 else base_lp + reward / beta - prop_lp
 
 
 class _Particles:
@@ -123,16 +142,15 @@ async def run_smc(lm: LanguageModel, prompt: Context, reward: Reward, *, n: int,
         P.base_lp[live] += lp_ref
         P.prop_lp[live] += lp_q
         ended = []
-        for j, i in enumerate(live.tolist()):
-            a = int(tok[j])
+        for i, a, lq in zip(live.tolist(), tok.tolist(), lp_q.tolist(), strict=True):
             if a == eos:
-                P.finished[i] = True
                 ended.append(i)
                 continue
             P.tokens[i].append(a)
-            P.tok_lps[i].append(float(lp_q[j]))
+            P.tok_lps[i].append(lq)
             if len(P.tokens[i]) >= max_tokens:
                 ended.append(i)
+        P.finished[live[tok == eos]] = True
         if ended:
             idx = torch.tensor(ended)
             P.done[idx] = True
@@ -140,7 +158,7 @@ async def run_smc(lm: LanguageModel, prompt: Context, reward: Reward, *, n: int,
             P.reward[idx] = r
             # Final twist: replace psi(s) by R / beta.
             P.log_w[idx] = add_log(P.log_w[idx], add_log(r / beta, -P.twist[idx]))
-    return _finish(P, diags, log_z, beta, generator, log_N)
+    return _finish(P, diags, log_z, beta, generator)
 
 
 def _resample(P: _Particles, diags, log_z, threshold, scheme, generator, log_N) -> None:
@@ -166,24 +184,20 @@ def _resample(P: _Particles, diags, log_z, threshold, scheme, generator, log_N) 
         P.log_w = log_w  # the reset weights belong to the new particles
 
 
-def _finish(P: _Particles, diags, log_z, beta, generator, log_N) -> list[Sample]:
+def _finish(P: _Particles, diags, log_z, beta, generator) -> list[Sample]:
+    """Final log Z-hat, one weighted draw per run, and the per-sample diagnostics."""
+    summary = summarise_runs(P.log_w.view(P.n, P.N), P.reward.view(P.n, P.N), beta, log_z, generator)
     out = []
-    for r in range(P.n):
-        sl = slice(r * P.N, (r + 1) * P.N)
-        lw = P.log_w[sl]
+    for r, k in enumerate(summary.choice):
         d = diags[r]
-        d.ess_trace.append(float(resampling.ess(lw)))
-        lse = float(torch.logsumexp(lw, 0))
-        d.log_z_hat = float(log_z[r]) + lse - log_N if not math.isinf(lse) else NEG_INF
-        k, d.all_dead = pick(lw, generator)
+        d.ess_trace.append(summary.ess[r])
+        d.log_z_hat, d.all_dead = summary.log_z_hat[r], summary.all_dead[r]
         i = r * P.N + k
-        rew = float(P.reward[i])
-        base_lp, prop_lp = float(P.base_lp[i]), float(P.prop_lp[i])
-        lw_i = NEG_INF if math.isinf(rew) and rew < 0 else base_lp + rew / beta - prop_lp
-        out.append(Sample(tokens=list(P.tokens[i]), finished=bool(P.finished[i]), reward=rew,
-                          log_weight=lw_i,
-                          kl_to_base=kl_estimate(resampling.normalise(lw), P.reward[sl], beta, d.log_z_hat),
-                          base_logprob=base_lp, token_logprobs=list(P.tok_lps[i]), particle=d))
+        reward, base_lp, prop_lp = float(P.reward[i]), float(P.base_lp[i]), float(P.prop_lp[i])
+        out.append(Sample(tokens=list(P.tokens[i]), finished=bool(P.finished[i]), reward=reward,
+                          log_weight=log_weight(base_lp, reward, prop_lp, beta),
+                          kl_to_base=summary.kl[r], base_logprob=base_lp,
+                          token_logprobs=list(P.tok_lps[i]), particle=d))
     return out
 
 
