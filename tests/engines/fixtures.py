@@ -1,0 +1,69 @@
+"""Session fixtures for engine tests, reusable by other test packages (loaded as a pytest
+plugin from tests/conftest.py).
+
+    engine_models           paths: base (the demo model, or a tiny random Llama until it
+                            exists), value_model ("test-vm", random Llama, small), other_vm (a
+                            value model for another tokenizer), tiny_base
+    vllm_demo_engine        ONE vLLM engine per session on engine_models.base with "test-vm"
+    transformers_demo_engine  the reference engine on the same model and value model
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import pytest_asyncio
+
+from engines.loader import DEMO_BASE, REPO
+
+VALUE_MODEL_NAME = "test-vm"
+
+
+def demo_base_dir() -> Path | None:
+    d = REPO / DEMO_BASE
+    return d if (d / "config.json").is_file() and any(d.glob("*.safetensors")) else None
+
+
+@pytest.fixture(scope="session")
+def engine_models(tmp_path_factory) -> SimpleNamespace:
+    from engines.testing import (
+        build_random_llama,
+        build_random_value_model,
+        build_tiny_tokenizer,
+    )
+
+    root = tmp_path_factory.mktemp("engine-models")
+    tok = build_tiny_tokenizer(root / "tok", vocab_size=384)
+    tiny = build_random_llama(root / "tiny-base", tok)
+    base = demo_base_dir() or tiny
+    vm = build_random_value_model(root / "vm", base, hidden=64, layers=1, heads=1,
+                                  intermediate=128, init=0.05, beta=1.0)
+    other_tok = build_tiny_tokenizer(root / "other-tok", vocab_size=320)
+    other_base = build_random_llama(root / "other-base", other_tok, hidden=64, heads=1)
+    other_vm = build_random_value_model(root / "other-vm", other_base, hidden=64, heads=1)
+    return SimpleNamespace(base=Path(base), tiny_base=tiny, value_model=vm, other_vm=other_vm,
+                           vm_name=VALUE_MODEL_NAME)
+
+
+@pytest_asyncio.fixture(scope="session")
+async def vllm_demo_engine(engine_models):
+    from engines.loader import open_engine
+
+    handle = await open_engine(str(engine_models.base), engine="vllm",
+                               value_models={VALUE_MODEL_NAME: str(engine_models.value_model)},
+                               max_model_len=512, max_num_seqs=32)
+    yield handle
+    await handle.aclose()
+
+
+@pytest_asyncio.fixture(scope="session")
+async def transformers_demo_engine(engine_models):
+    from engines.loader import open_engine
+
+    handle = await open_engine(str(engine_models.base), engine="transformers",
+                               value_models={VALUE_MODEL_NAME: str(engine_models.value_model)},
+                               max_model_len=512)
+    yield handle
+    await handle.aclose()

@@ -1,0 +1,146 @@
+"""The two vLLM guidance processors on CPU with small fakes of vLLM's batch state.
+
+V1 (``TiltGuidanceLogitsProcessor``): BatchUpdate add / swap / move / remove.
+Model Runner V2 (``TiltGuidanceLogitsProcessorV2``): ``req_states`` and ``ctx`` fakes with
+rows reordered every step (``expanded_idx_mapping``), slot recycling in ``add_request``.
+Every guided row must equal l + Q(s)/beta for its own context, unguided rows stay l.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+from vllm import SamplingParams
+from vllm.v1.sample.logits_processor import BatchUpdate, MoveDirectionality
+
+from engines.guidance_state import CONFIG_KEY, guidance_extra_args
+from engines.value_model import TorchValueModel
+from engines.vllm_guidance import TiltGuidanceLogitsProcessor
+from engines.vllm_guidance_mrv2 import TiltGuidanceLogitsProcessorV2
+
+
+def _cfg(engine_models):
+    return SimpleNamespace(additional_config={CONFIG_KEY: {"vm": str(engine_models.value_model)}},
+                           speculative_config=None)
+
+
+def _sp(beta=None):
+    return SamplingParams(extra_args=None if beta is None else guidance_extra_args("vm", beta))
+
+
+@pytest.fixture(scope="module")
+def ref_vm(engine_models):
+    return TorchValueModel(engine_models.value_model, engine_models.base)
+
+
+async def _expected(ref_vm, logits, contexts, betas):
+    """logits + Q(s)/beta row by row (beta None = unguided)."""
+    out = logits.clone()
+    for r, (c, b) in enumerate(zip(contexts, betas, strict=True)):
+        if b is not None:
+            out[r, : ref_vm.vocab_size] += (await ref_vm.q_values([c], b))[0].float() / b
+    return out
+
+
+def test_validate_params_rejects_bad_beta():
+    for bad in (0.0, -1.0, float("nan"), "x"):
+        with pytest.raises(ValueError, match="beta"):
+            TiltGuidanceLogitsProcessor.validate_params(
+                SamplingParams(extra_args={"tilt_guidance": {"value_model": "vm", "beta": bad}}))
+    TiltGuidanceLogitsProcessorV2.validate_params(_sp(0.5))
+    TiltGuidanceLogitsProcessorV2.validate_params(_sp())
+
+
+async def test_v1_processor_batch_updates(engine_models, ref_vm):
+    proc = TiltGuidanceLogitsProcessor(_cfg(engine_models), torch.device("cpu"), False)
+    v = ref_vm.vocab_size
+    prompts = [[5, 6, 7], [8, 9], [10, 11, 12, 13]]
+    outs: list[list[int]] = [[], [], []]
+    betas = [0.5, None, 2.0]
+    proc.update_state(BatchUpdate(batch_size=3, removed=[], moved=[], added=[
+        (i, _sp(betas[i]), prompts[i], outs[i]) for i in range(3)]))
+    assert not proc.is_argmax_invariant()
+    torch.manual_seed(0)
+    for step in range(3):
+        logits = torch.randn(3, v)
+        ctxs = [p + o for p, o in zip(prompts, outs, strict=True)]
+        want = await _expected(ref_vm, logits, ctxs, betas)
+        got = proc.apply(logits.clone())
+        assert (got - want).abs().max() < 1e-4, step
+        for i in range(3):
+            outs[i].append(40 + step + i)  # live output lists, as vLLM appends
+        proc.update_state(None)
+    # swap rows 0 and 2, then remove row 1 and move 2 -> 1
+    proc.update_state(BatchUpdate(batch_size=3, removed=[], added=[],
+                                  moved=[(0, 2, MoveDirectionality.SWAP)]))
+    prompts, outs, betas = [prompts[2], prompts[1], prompts[0]], [outs[2], outs[1], outs[0]], \
+        [betas[2], betas[1], betas[0]]
+    proc.update_state(BatchUpdate(batch_size=2, removed=[1], added=[],
+                                  moved=[(2, 1, MoveDirectionality.UNIDIRECTIONAL)]))
+    prompts, outs, betas = [prompts[0], prompts[2]], [outs[0], outs[2]], [betas[0], betas[2]]
+    logits = torch.randn(2, v)
+    want = await _expected(ref_vm, logits, [p + o for p, o in zip(prompts, outs, strict=True)],
+                           betas)
+    assert (proc.apply(logits.clone()) - want).abs().max() < 1e-4
+    assert sorted(proc.entries) == [0, 1]
+
+
+class _FakeReqStates:
+    """all_token_ids.gpu [slots, max_len] as Model Runner V2 exposes it."""
+
+    def __init__(self, slots=8, max_len=64):
+        self.device = torch.device("cpu")
+        self.all_token_ids = SimpleNamespace(gpu=torch.zeros(slots, max_len, dtype=torch.int64))
+
+
+def _ctx(order, contexts_by_slot):
+    """A LogitsContext fake: rows in ``order``; each row feeds its context's last token."""
+    return SimpleNamespace(
+        expanded_idx_mapping=torch.tensor(order),
+        pos=torch.tensor([len(contexts_by_slot[s]) - 1 for s in order]),
+        input_ids=torch.tensor([contexts_by_slot[s][-1] for s in order]))
+
+
+async def test_mrv2_rows_reordered_and_slots_recycled(engine_models, ref_vm):
+    rs = _FakeReqStates()
+    proc = TiltGuidanceLogitsProcessorV2(_cfg(engine_models), rs)
+    v = ref_vm.vocab_size
+    ctx_by_slot = {3: [5, 6, 7], 5: [8, 9], 1: [10, 11, 12, 13]}
+    betas = {3: 0.5, 5: None, 1: 2.0}
+    assert proc.add_request(3, _sp(0.5)) is True
+    assert proc.add_request(5, _sp()) is False
+    assert proc.add_request(1, _sp(2.0)) is True
+    torch.manual_seed(1)
+    orders = [[3, 5, 1], [1, 3, 5], [5, 1, 3], [1, 3, 5]]
+    for step, order in enumerate(orders):
+        for s, c in ctx_by_slot.items():  # committed history (the row's own token comes via ctx)
+            rs.all_token_ids.gpu[s, : len(c)] = torch.tensor(c)
+        logits = torch.randn(len(order), v)
+        want = await _expected(ref_vm, logits, [ctx_by_slot[s] for s in order],
+                               [betas[s] for s in order])
+        got = proc.apply(logits.clone(), _ctx(order, ctx_by_slot))
+        assert (got - want).abs().max() < 1e-4, step
+        for s in ctx_by_slot:
+            ctx_by_slot[s] = ctx_by_slot[s] + [50 + step]
+    assert proc.slots[3].fed == len(ctx_by_slot[3]) - 1  # fed incrementally, not recomputed
+    # slot 3 is recycled for an unguided request, slot 5 for a guided one
+    assert proc.add_request(3, _sp()) is False
+    assert proc.add_request(5, _sp(1.0)) is True
+    ctx_by_slot[3], ctx_by_slot[5] = [7, 7], [9, 8, 7]
+    betas[3], betas[5] = None, 1.0
+    for s, c in ctx_by_slot.items():
+        rs.all_token_ids.gpu[s, : len(c)] = torch.tensor(c)
+    order = [5, 3, 1]
+    logits = torch.randn(3, v)
+    want = await _expected(ref_vm, logits, [ctx_by_slot[s] for s in order],
+                           [betas[s] for s in order])
+    assert (proc.apply(logits.clone(), _ctx(order, ctx_by_slot)) - want).abs().max() < 1e-4
+
+
+def test_mrv2_refuses_speculative_decoding(engine_models):
+    cfg = _cfg(engine_models)
+    cfg.speculative_config = object()
+    with pytest.raises(ValueError, match="speculative"):
+        TiltGuidanceLogitsProcessorV2(cfg, _FakeReqStates())
