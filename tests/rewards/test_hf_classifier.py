@@ -6,9 +6,9 @@ import shutil
 
 import pytest
 import torch
-from conftest import NEGATIVE, POSITIVE
 
 from rewards.loader import load_reward
+from tests.rewards.helpers import NEGATIVE, POSITIVE
 
 
 async def test_label_logit_and_prob(classifier_dir):

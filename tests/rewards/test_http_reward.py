@@ -8,12 +8,12 @@ import time
 
 import httpx
 import pytest
-from conftest import free_port
 
 from rewards.errors import RewardServiceError
 from rewards.http_client import HTTPReward
 from rewards.loader import load_reward
 from rewards.vader import VaderReward
+from tests.rewards.helpers import free_port
 
 TEXTS = ["I love this, it is wonderful!", "This is terrible and sad.", "The box is brown."]
 
