@@ -63,7 +63,11 @@ def fit(sol: ExactSolution, completions: list[list[int]], rewards: list[float]) 
         counts, cats = categories(tree, key, completions)
         ps.append(chisq_pvalue(counts, cat_probs(sol.log_p_star, key, cats))[1])
     mean, std = sol.mean_reward()
-    z = (sum(rewards) / len(rewards) - mean) / (std / math.sqrt(len(rewards)))
+    diff = sum(rewards) / len(rewards) - mean
+    if std == 0:
+        z = 0.0 if diff == 0 else math.inf
+    else:
+        z = diff / (std / math.sqrt(len(rewards)))
     return Fit(ps[0], ps[1], z)
 
 
