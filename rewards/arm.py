@@ -60,6 +60,8 @@ class LMSource:
         self.max_len = max_len if max_len is not None else getattr(lm, "max_len", None)
 
     def encode(self, text: str) -> list[int]:
+        if not hasattr(self.lm, "encode"):
+            raise ValueError(f"ARM {type(self.lm).__name__} has no tokenizer: score token ids instead")
         return list(self.lm.encode(text))
 
     async def logits(self, prompt: Context, completions: Sequence[Context]) -> list[torch.Tensor]:

@@ -99,3 +99,14 @@ def test_bad_http_specs():
         load_reward("http://127.0.0.1:1/score#timeout=soon")
     with pytest.raises(ValueError, match="timeout > 0"):
         load_reward("http://127.0.0.1:1/score#timeout=0")
+
+
+def test_wire_format_null_is_neg_inf():
+    from rewards.http_client import parse_scores
+    from rewards.http_server import to_wire
+
+    assert to_wire([0.5, -math.inf]) == [0.5, None]
+    assert parse_scores({"scores": [0.5, None]}, 2, "u", 1) == [0.5, -math.inf]
+    for bad in ({"scores": [True, 1]}, {"scores": [float("inf"), 1]}, {"score": [1, 2]}, [1, 2]):
+        with pytest.raises(RewardServiceError):
+            parse_scores(bad, 2, "u", 1)
