@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from decoders.generate import NEEDS  # method -> (needs a value model, needs a reward)
 from decoders.protocols import Reward, ValueModel
 from decoders.results import Sample
 from decoders.spec import GuidanceSpec
@@ -29,8 +30,8 @@ from server.schemas import GuidanceRequest, TiltDiagnostics
 
 log = logging.getLogger("tilt.server")
 
-NEEDS_VALUE = ("token", "smc", "blockwise")
-NEEDS_REWARD = ("smc", "importance", "best_of_n")
+# Methods that take a value model when one is available (smc uses it as its twist).
+USES_VALUE = ("token", "smc", "blockwise")
 # Methods whose tokens, once sampled, are final (no resampling or block selection), so they
 # can be streamed as they arrive; the others stream each choice when it is complete.
 STREAMS_TOKENS = ("none", "token")
@@ -245,7 +246,7 @@ class TiltService:
         if name is None and len(served) == 1:
             name = next(iter(served))
         if name is None:
-            if method in NEEDS_VALUE:
+            if NEEDS[method][0]:
                 raise bad_request(f"method {method!r} needs a value model and this server has "
                                   "no default; name one in 'guidance.value_model' (see "
                                   "GET /v1/models)", "guidance.value_model")
@@ -279,7 +280,7 @@ class TiltService:
         if name is None and len(self.rewards) == 1:
             name = next(iter(self.rewards))
         if name is None:
-            if method in NEEDS_REWARD:
+            if NEEDS[method][1]:
                 raise bad_request(f"method {method!r} needs a reward and this server has no "
                                   "default; name one in 'guidance.reward'", "guidance.reward")
             return None, None
@@ -321,7 +322,7 @@ class TiltService:
         reward_name, reward = self._resolve_reward(g, method)
         if method == "none" and g.reward is None and g.rewards is None:
             reward_name, reward = None, None  # base sampling scores only when asked
-        if method in ("none", "importance", "best_of_n"):
+        if method not in USES_VALUE:
             value_name, value = None, None
         top_k_eff = 0 if top_k in (None, -1) else top_k
         if temperature == 0:  # greedy, as in OpenAI: keep only the most likely token
@@ -346,7 +347,7 @@ class TiltService:
 
     async def run(self, prompt_ids: list[int], plan: Plan, on_tokens: Any = None) -> list[Sample]:
         """``decoders.generate`` on the engine, with upstream reward failures -> 502."""
-        from decoders.generate import generate
+        from decoders.generate import generate  # looked up per call (tests may wrap it)
 
         upstream = _upstream_errors()
         try:
@@ -359,8 +360,10 @@ class TiltService:
             raise bad_request(f"guidance rejected by the sampler: {exc}", "guidance") from exc
         finally:
             name = self.model_name
-            self.metrics.value_time.labels(name).observe(plan.value_clock[0])
-            self.metrics.reward_time.labels(name).observe(plan.reward_clock[0])
+            if plan.value is not None:
+                self.metrics.value_time.labels(name).observe(plan.value_clock[0])
+            if plan.reward is not None:
+                self.metrics.reward_time.labels(name).observe(plan.reward_clock[0])
         return samples
 
     # ---- results
@@ -442,6 +445,7 @@ class TiltService:
 
         async def on_tokens(index: int, tokens: list[int]) -> None:
             queue.put_nowait((index, list(tokens)))
+            await asyncio.sleep(0)  # let the event loop send it (and notice a hang-up)
 
         hook = on_tokens if plan.streams_tokens else None
         task = asyncio.ensure_future(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
 from typing import Any
 
 from sse_starlette.sse import EventSourceResponse
@@ -82,11 +83,13 @@ class Serving:
             try:
                 async with self.admission.slot():
                     timer.started()
-                    async for event in service.stream(prompt_ids, plan, limit):
-                        timer.tokens(len(event.token_ids))
-                        sent_tokens += len(event.token_ids)
-                        yield {"data": json.dumps(chunk(event, first[event.index]))}
-                        first[event.index] = False
+                    # aclosing: a hang-up closes the sampler's stream now, not at GC time
+                    async with aclosing(service.stream(prompt_ids, plan, limit)) as stream:
+                        async for event in stream:
+                            timer.tokens(len(event.token_ids))
+                            sent_tokens += len(event.token_ids)
+                            yield {"data": json.dumps(chunk(event, first[event.index]))}
+                            first[event.index] = False
                 timer.finished(plan.spec.method)
                 if usage_chunk is not None:
                     usage = Usage(prompt_tokens=len(prompt_ids), completion_tokens=sent_tokens,
@@ -98,7 +101,7 @@ class Serving:
             except asyncio.TimeoutError:
                 yield {"data": json.dumps(error_body(
                     504, f"request ran past the server's limit of {limit} s", code="timeout"))}
-            except asyncio.CancelledError:
+            except (asyncio.CancelledError, GeneratorExit):  # the client hung up
                 service.metrics.aborted.labels(service.model_name).inc()
                 raise
             yield {"data": "[DONE]"}
