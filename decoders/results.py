@@ -35,8 +35,10 @@ class Sample:
     log_weight    log pi_ref(y) + R/beta - log q(y): the importance weight of y under the
                   proposal that produced it (None where not defined, e.g. best_of_n)
     kl_to_base    an estimate of KL(sampling distribution || pi_ref) in nats for this run:
-                  token: sum over steps of the exact per-step KL; smc/importance: weighted
-                  E[R]/beta - log Z-hat; best_of_n: the bound log N - (N-1)/N
+                  none/token: sum over steps of the exact per-step KL; smc/importance:
+                  weighted E[R]/beta - log Z-hat (clipped at 0; None when all particles
+                  died); best_of_n: the bound log N - (N-1)/N; blockwise: the bound
+                  blocks * (log K - (K-1)/K) (argmax) or blocks * log K (sample)
     base_logprob  log pi_ref(y) including the final EOS when finished
     token_logprobs  per-token log-probs of the distribution actually sampled from
     """

@@ -48,13 +48,14 @@ class RunSummary:
     log_z_hat: list[float]  # log Z-hat (-inf when all dead)
     ess: list[float]
     all_dead: list[bool]
-    kl: list[float | None]  # sum_i w_i R_i / beta - log Z-hat  (None when all dead)
+    kl: list[float | None]  # max(0, sum_i w_i R_i / beta - log Z-hat)  (None when all dead)
 
 
 def summarise_runs(log_w: torch.Tensor, rewards: torch.Tensor, beta: float, log_z_prev: torch.Tensor,
                    generator: torch.Generator) -> RunSummary:
     """Vectorised over runs: log Z-hat = log_z_prev + logsumexp(log w) - log N, the ESS, one
-    draw per run ~ w / sum w, and the KL(pi* || pi_ref) estimate from the weighted rewards."""
+    draw per run ~ w / sum w, and the KL(pi* || pi_ref) estimate from the weighted rewards
+    (KL = E_{pi*}[R] / beta - log Z; clipped at 0, as few particles can make it negative)."""
     n, N = log_w.shape
     lse = torch.logsumexp(log_w, dim=1)
     log_z_hat = torch.where(torch.isneginf(lse), lse, log_z_prev + lse - math.log(N))
@@ -64,7 +65,8 @@ def summarise_runs(log_w: torch.Tensor, rewards: torch.Tensor, beta: float, log_
     if bool(alive.any()):
         choice[alive] = torch.multinomial(w_bar[alive], 1, generator=generator).squeeze(1)
     weighted_r = torch.where(w_bar > 0, w_bar * rewards, torch.zeros_like(w_bar)).sum(dim=1) / beta
-    kl = [None if not a else float(wr - lz) for a, wr, lz in zip(alive.tolist(), weighted_r, log_z_hat, strict=True)]
+    kl = [None if not a else max(0.0, float(wr - lz))
+          for a, wr, lz in zip(alive.tolist(), weighted_r, log_z_hat, strict=True)]
     return RunSummary(choice.tolist(), log_z_hat.tolist(), resampling.ess(log_w).tolist(),
                       (~alive).tolist(), kl)
 
