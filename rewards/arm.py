@@ -170,15 +170,41 @@ class ARMReward(TextReward):
         return (await self.score(self.source.encode(prompt), ids)).tolist()
 
 
+PROBE = "Hello world, 123. The quick brown fox!"
+
+
+def check_vocabulary(source: Any, codec: Any) -> None:
+    """The ARM must tokenize like the base model (same EOS, same ids for a probe text)."""
+    eos = getattr(codec, "eos_token_id", None)
+    if eos is not None and int(eos) != source.eos_token_id:
+        raise ValueError(f"the ARM's EOS id {source.eos_token_id} differs from the base model's "
+                         f"{eos}: an arm: reward must share the base model's vocabulary")
+    tokenizer = getattr(source, "tokenizer", None)
+    if tokenizer is None:
+        return
+    try:
+        same = list(codec.encode(PROBE)) == list(tokenizer.encode(PROBE))
+    except ValueError:
+        same = False
+    if not same:
+        raise ValueError("the ARM's tokenizer differs from the base model's: an arm: reward "
+                         "must share the base model's vocabulary")
+
+
 def load_arm(body: str, codec: Any = None) -> ARMReward:
     """``toy:vocab=V,len=T,seed=S`` (a toy ARM) or ``PATH[:max_len=N]`` (a HF causal LM)."""
     if body.startswith("toy:"):
         from decoders.toy import ToyLM
 
-        return ARMReward(LMSource(ToyLM.from_spec(body)), name=f"arm:{body}", codec=codec)
-    from rewards.loader import split_options
+        source = LMSource(ToyLM.from_spec(body))
+        if codec is not None:
+            check_vocabulary(source, codec)
+        return ARMReward(source, name=f"arm:{body}", codec=codec)
+    from rewards.loader import as_int, split_options
 
     path, opts = split_options(body, allowed={"max_len", "batch_size"})
-    max_len = int(opts["max_len"]) if "max_len" in opts else None
-    source = HFCausalLMSource(path, max_len=max_len, batch_size=int(opts.get("batch_size", 16)))
+    max_len = as_int(opts, "max_len", body)
+    source = HFCausalLMSource(path, max_len=max_len, batch_size=as_int(opts, "batch_size", body) or 16)
+    if codec is not None:
+        check_vocabulary(source, codec)
     return ARMReward(source, name=f"arm:{body}", codec=codec)

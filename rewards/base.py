@@ -27,9 +27,13 @@ import torch
 from decoders.protocols import Context
 
 
-def decode_completion(codec: Any, prompt: Context, completion: Context) -> str:
-    """Text of ``completion`` as it appears after ``prompt`` (see module docstring)."""
-    head = codec.decode(list(prompt))
+def decode_completion(codec: Any, prompt: Context, completion: Context,
+                      head: str | None = None) -> str:
+    """Text of ``completion`` as it appears after ``prompt`` (see module docstring).
+
+    ``head`` is ``codec.decode(prompt)`` when the caller already has it.
+    """
+    head = codec.decode(list(prompt)) if head is None else head
     full = codec.decode(list(prompt) + list(completion))
     if head and full.startswith(head):
         return full[len(head):]
@@ -72,7 +76,7 @@ class TextReward:
         if len(completions) == 0:
             return torch.empty(0, dtype=torch.float64)
         prompt_text = self.codec.decode(list(prompt))
-        texts = [decode_completion(self.codec, prompt, y) for y in completions]
+        texts = [decode_completion(self.codec, prompt, y, prompt_text) for y in completions]
         return as_scores(await self.score_text(prompt_text, texts), len(texts), self.name)
 
     async def aclose(self) -> None:

@@ -174,3 +174,18 @@ async def test_hf_causal_lm_arm_matches_direct_logprobs(tiny_causal_lm):
     assert [float(r.sum()) for r in rs] == pytest.approx([w + v_root for w in want], abs=1e-4)
     assert (await arm.score_text("The quick brown", [" dog"]))[0] == pytest.approx(want[1], abs=1e-4)
     assert math.isfinite(float((await arm.score([], [ys[1]]))[0]))  # empty prompt: BOS
+
+
+def test_arm_vocabulary_must_match_the_base_model(tiny_causal_lm, toy_codec):
+    from engines.hf_codec import HFCodec
+    from engines.toy_engine import ToyCodec
+
+    assert isinstance(load_reward(f"arm:{tiny_causal_lm}", codec=HFCodec(tiny_causal_lm)), ARMReward)
+    with pytest.raises(ValueError, match="share the base model's vocabulary"):
+        load_reward(f"arm:{tiny_causal_lm}", codec=toy_codec)
+    with pytest.raises(ValueError, match="EOS id 3 differs"):
+        load_reward("arm:toy:vocab=4,len=3,seed=1", codec=toy_codec)  # toy_codec: vocab 8
+    same = ToyCodec(ToyLM(vocab=4, max_len=3, seed=0))
+    assert isinstance(load_reward("arm:toy:vocab=4,len=3,seed=1", codec=same), ARMReward)
+    with pytest.raises(ValueError, match="must be an integer"):
+        load_reward(f"arm:{tiny_causal_lm}:max_len=long")
