@@ -79,6 +79,8 @@ class HFCausalLMSource:
     """ARM logits from a local Hugging Face causal LM directory (one batched forward pass)."""
 
     def __init__(self, path: str, max_len: int | None = None, batch_size: int = 16):
+        if (max_len is not None and max_len < 1) or batch_size < 1:
+            raise ValueError("ARM options need max_len >= 1 and batch_size >= 1")
         if not Path(path).expanduser().is_dir():
             raise ValueError(f"ARM model directory not found: {path!r} (arm: takes a local path)")
         from transformers import AutoModelForCausalLM, AutoTokenizer
