@@ -78,7 +78,7 @@ async def test_streaming_hook_none_and_token():
     for method in ("none", "token"):
         got: dict[int, list[int]] = {}
 
-        async def on_tokens(i, toks):
+        async def on_tokens(i, toks, got=got):
             got.setdefault(i, []).extend(toks)
 
         samples = await generate(LM, PROMPT, spec(method), value=ExactValue(LM), reward=RW, on_tokens=on_tokens)
