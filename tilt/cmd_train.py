@@ -1,0 +1,75 @@
+"""``tilt train``: distil pi_ref·exp(R/beta) into a value model (logic in ``training``).
+
+    tilt train --model toy:vocab=8,len=4,seed=0 --reward toy:seed=0 --prompt '<0>' --out runs/toy
+    tilt train --config bench/train_demo.yaml            # YAML config, CLI flags override it
+    torchrun --nproc_per_node=2 -m tilt.cli train --config ...   # DDP (gloo on CPU)
+
+A bad config, model or reward exits with code 2 and a one-line message.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from tilt.cli import app
+
+console = Console(stderr=True)
+
+
+def fail(msg: str) -> None:
+    console.print(f"[bold red]error:[/] {msg}")
+    raise typer.Exit(code=2)
+
+
+@app.command()
+def train(
+    config: Path | None = typer.Option(None, "--config", "-c", help="YAML config (flags override it)"),
+    model: str | None = typer.Option(None, help="base model: toy:vocab=V,len=T,seed=S or an HF dir"),
+    reward: str | None = typer.Option(None, help="reward spec, e.g. vader or toy:seed=0"),
+    engine: str | None = typer.Option(None, help="vllm | transformers | toy"),
+    out: str | None = typer.Option(None, help="output value-model directory"),
+    objective: str | None = typer.Option(None, help="soft_q (default) | iw_fkl"),
+    beta: float | None = typer.Option(None, help="tilt temperature"),
+    prompt: list[str] | None = typer.Option(None, help="a prompt (repeatable)"),
+    prompt_file: str | None = typer.Option(None, help="one prompt per line"),
+    max_tokens: int | None = typer.Option(None, help="completion length cap T"),
+    rollouts: int | None = typer.Option(None, help="base trajectories per prompt"),
+    branch_points: int | None = typer.Option(None, help="branch prefixes per trajectory"),
+    branches: int | None = typer.Option(None, help="continuations per branch prefix"),
+    steps: int | None = typer.Option(None, help="optimisation steps"),
+    batch_size: int | None = typer.Option(None, help="paths per minibatch"),
+    lr: float | None = typer.Option(None, help="AdamW learning rate"),
+    eval_every: int | None = typer.Option(None, help="evaluate every N steps"),
+    ckpt_every: int | None = typer.Option(None, help="checkpoint every N steps"),
+    seed: int | None = typer.Option(None, help="seed of rollouts, init and minibatches"),
+    hidden: int | None = typer.Option(None, help="value-model width"),
+    layers: int | None = typer.Option(None, help="value-model layers"),
+    heads: int | None = typer.Option(None, help="value-model attention heads"),
+    intermediate: int | None = typer.Option(None, help="value-model MLP width"),
+    threads: int | None = typer.Option(None, help="torch CPU threads (0 = torch default)"),
+    resume: bool = typer.Option(False, "--resume", help="reuse rollouts and continue from the checkpoint"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
+) -> None:
+    """Train a value model Q_theta so that softmax(l_ref + Q_theta/beta) ≈ pi*."""
+    from training.config import ConfigError, load_config
+    from training.trainer import train as run_train
+
+    overrides = {k: v for k, v in {
+        "model": model, "reward": reward, "engine": engine, "out": out, "objective": objective,
+        "beta": beta, "prompts": list(prompt) if prompt else None, "prompt_file": prompt_file,
+        "max_tokens": max_tokens, "rollouts": rollouts, "branch_points": branch_points,
+        "branches": branches, "steps": steps, "batch_size": batch_size, "lr": lr,
+        "eval_every": eval_every, "ckpt_every": ckpt_every, "seed": seed, "hidden": hidden,
+        "layers": layers, "heads": heads, "intermediate": intermediate, "threads": threads,
+    }.items() if v is not None}
+    try:
+        cfg = load_config(config, overrides)
+        summary = run_train(cfg, resume=resume, progress=not quiet)
+    except ConfigError as exc:
+        fail(str(exc))
+    if summary:
+        Console().print_json(json.dumps(summary))

@@ -1,0 +1,139 @@
+"""Training configuration: one dataclass, loaded from YAML and overridden by CLI flags.
+
+    cfg = load_config("train.yaml", overrides={"steps": 200})
+
+Unknown keys and bad values raise ``ConfigError`` (the CLI turns it into exit code 2).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+OBJECTIVES = ("soft_q", "iw_fkl")
+
+
+class ConfigError(ValueError):
+    """A configuration, model or reward that cannot be used (CLI exit code 2)."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything ``tilt train`` needs.
+
+    model / reward / engine   base model spec (toy:... or an HF dir), reward spec, engine name
+    out                       output dir: value model (engine format) + checkpoints/ + rollouts.pt
+    objective                 soft_q  : weighted MSE of Q_theta(s,a) to beta·log-mean-exp of R over
+                                        the rollouts through s+a
+                              iw_fkl  : -sum_i w_i sum_t log softmax(l_ref + Q_theta/beta)(y_t),
+                                        w_i ∝ exp(R_i/beta) self-normalised per prompt
+    beta                      tilt temperature the value model is trained for
+    prompts / prompt_file     prompts (text; toy: runs of <id>); "" is the empty prompt
+    max_tokens                T (completion length cap; toy: its len)
+    rollouts                  base trajectories per prompt
+    branch_points, branches   per trajectory, re-sample ``branches`` continuations after each of
+                              ``branch_points`` random prefixes (rollouts that share a prefix
+                              give the log-mean-exp targets)
+    steps, batch_size, lr     optimisation (AdamW, cosine decay, grad clip 1.0)
+    eval_every, ckpt_every    periodic evaluation / checkpoint (steps)
+    hidden, layers, heads, intermediate   value-model architecture (Llama)
+    """
+
+    model: str = "toy:vocab=8,len=4,seed=0"
+    reward: str = "toy:seed=0"
+    engine: str = "vllm"
+    out: str = "runs/value"
+    objective: str = "soft_q"
+    beta: float = 1.0
+    prompts: list[str] = field(default_factory=lambda: [""])
+    prompt_file: str | None = None
+    max_tokens: int = 4
+    rollouts: int = 4096
+    branch_points: int = 0
+    branches: int = 4
+    steps: int = 1000
+    batch_size: int = 256
+    lr: float = 3e-3
+    weight_decay: float = 0.0
+    eval_every: int = 200
+    ckpt_every: int = 200
+    seed: int = 0
+    hidden: int = 64
+    layers: int = 2
+    heads: int = 4
+    intermediate: int = 128
+    val_fraction: float = 0.1
+    temperature: float = 1.0
+    threads: int = 1
+    engine_options: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> TrainConfig:
+        if self.objective not in OBJECTIVES:
+            raise ConfigError(f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
+        checks = {
+            "beta": self.beta > 0, "max_tokens": self.max_tokens >= 1, "rollouts": self.rollouts >= 1,
+            "branch_points": self.branch_points >= 0, "branches": self.branches >= 1,
+            "steps": self.steps >= 1, "batch_size": self.batch_size >= 1, "lr": self.lr > 0,
+            "eval_every": self.eval_every >= 1, "ckpt_every": self.ckpt_every >= 1,
+            "hidden": self.hidden >= 1, "layers": self.layers >= 1, "heads": self.heads >= 1,
+            "intermediate": self.intermediate >= 1, "val_fraction": 0 <= self.val_fraction < 1,
+            "temperature": self.temperature > 0,
+        }
+        bad = [k for k, ok in checks.items() if not ok]
+        if bad:
+            raise ConfigError("invalid config value(s): " + ", ".join(f"{k}={getattr(self, k)!r}" for k in bad))
+        if self.hidden % self.heads:
+            raise ConfigError(f"hidden ({self.hidden}) must be divisible by heads ({self.heads})")
+        return self
+
+    def load_prompts(self) -> list[str]:
+        if self.prompt_file:
+            path = Path(self.prompt_file)
+            if not path.is_file():
+                raise ConfigError(f"prompt file not found: {path}")
+            lines = [ln.rstrip("\n") for ln in path.read_text().splitlines()]
+            prompts = [ln for ln in lines if ln.strip()]
+            if not prompts:
+                raise ConfigError(f"prompt file {path} has no prompts")
+            return prompts
+        return list(self.prompts)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """YAML file (optional) then ``overrides`` (None values ignored) -> validated TrainConfig."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            loaded = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {p} is not valid YAML: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {p} must hold a mapping, got {type(loaded).__name__}")
+        data.update(loaded)
+    data.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"unknown config key(s): {', '.join(unknown)}")
+    try:
+        cfg = TrainConfig(**data)
+    except TypeError as exc:
+        raise ConfigError(f"bad config: {exc}") from exc
+    for f in fields(TrainConfig):  # coerce YAML numbers (e.g. beta: 1) to the declared type
+        val = getattr(cfg, f.name)
+        if f.type == "float" and isinstance(val, int) and not isinstance(val, bool):
+            setattr(cfg, f.name, float(val))
+        elif f.type == "int" and not (isinstance(val, int) and not isinstance(val, bool)):
+            raise ConfigError(f"{f.name} must be an integer, got {val!r}")
+        elif f.type == "float" and not isinstance(val, int | float):
+            raise ConfigError(f"{f.name} must be a number, got {val!r}")
+    return cfg.validate()

@@ -1,0 +1,31 @@
+"""The distillation objectives, on plain tensors (one row per training entry).
+
+Notation: entry e = (state s_e, action a_e); ``q`` holds the value model's Q_theta(s_e, .)
+rows (reward units), ``base_logp`` log pi_ref(. | s_e), ``beta`` the tilt temperature.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def soft_q_loss(q_sa: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Weighted soft-Q regression  sum_e w_e (Q_theta(s_e, a_e) - Qhat_e)^2 / sum_e w_e,
+    with Qhat_e = beta·log-mean-exp(R/beta) over the n_e rollouts through s_e + a_e, w_e = n_e."""
+    w = weight.to(q_sa.dtype)
+    return (w * (q_sa - target.to(q_sa.dtype)) ** 2).sum() / w.sum().clamp_min(1e-12)
+
+
+def guided_logprobs(base_logp: torch.Tensor, q: torch.Tensor, beta: float) -> torch.Tensor:
+    """log pi_theta(. | s) = log_softmax(l_ref(s, .) + Q_theta(s, .) / beta)."""
+    return torch.log_softmax(base_logp.to(q.dtype) + q / beta, dim=-1)
+
+
+def iw_fkl_loss(base_logp: torch.Tensor, q: torch.Tensor, actions: torch.Tensor,
+                weight: torch.Tensor, beta: float) -> torch.Tensor:
+    """Importance-weighted forward KL  -sum_e w_e log pi_theta(a_e | s_e) / sum_e w_e, where
+    w_e = exp(R_i/beta) / sum_k exp(R_k/beta) is the self-normalised weight of the rollout i the
+    step belongs to: a consistent estimate of KL(pi* || pi_theta) up to a constant."""
+    logp = guided_logprobs(base_logp, q, beta).gather(1, actions.view(-1, 1)).squeeze(1)
+    w = weight.to(q.dtype)
+    return -(w * logp).sum() / w.sum().clamp_min(1e-12)

@@ -1,0 +1,137 @@
+"""Rollouts from the base model pi_ref, through the engine protocols, with batched rewards.
+
+A rollout is one completion y of a prompt x, sampled from pi_ref(. | x + y_<start) after a
+fixed prefix y_<start (``start`` = 0 for a trajectory from the prompt, > 0 for a branch).
+Rollouts of one ``group`` were sampled from the same context: they share the prefix and are
+the samples the log-mean-exp targets and the self-normalised weights are taken over.
+
+Engines that implement ``BlockSampler`` (vLLM) sample whole completions natively; otherwise a
+batched token loop over ``LanguageModel.logprobs`` does ancestral sampling (toy models).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from decoders.protocols import LanguageModel, Reward, SamplingParams
+
+CHUNK = 2048  # contexts per engine call
+
+
+@dataclass
+class Rollout:
+    prompt: int          # index of the prompt
+    tokens: list[int]    # completion ids (EOS excluded)
+    finished: bool       # ended with a sampled EOS before the cap
+    group: int           # rollouts of one group were sampled from the same context
+    start: int           # len of the shared completion prefix the group was sampled after
+    reward: float = float("nan")
+
+
+async def _token_loop(lm: LanguageModel, contexts: list[list[int]], budgets: list[int],
+                      gen: torch.Generator, temperature: float, bar=None) -> list[tuple[list[int], bool]]:
+    """Ancestral sampling a ~ softmax(log pi_ref(.|s) / temperature), EOS forced at the budget."""
+    eos = lm.eos_token_id
+    outs: list[list[int]] = [[] for _ in contexts]
+    done = [b == 0 for b in budgets]
+    finished = [False] * len(contexts)
+    while not all(done):
+        live = [i for i, d in enumerate(done) if not d]
+        for c0 in range(0, len(live), CHUNK):
+            idx = live[c0:c0 + CHUNK]
+            logp = await lm.logprobs([list(contexts[i]) + outs[i] for i in idx])
+            probs = torch.softmax(logp.double() / temperature, dim=-1)
+            draws = torch.multinomial(probs, 1, generator=gen).squeeze(1).tolist()
+            for i, a in zip(idx, draws, strict=True):
+                if a == eos:
+                    done[i] = finished[i] = True
+                else:
+                    outs[i].append(int(a))
+                    done[i] = len(outs[i]) >= budgets[i]
+                if done[i] and bar is not None:
+                    bar.update(1)
+    return list(zip(outs, finished, strict=True))
+
+
+async def sample_completions(lm: LanguageModel, contexts: list[list[int]], budgets: list[int],
+                             gen: torch.Generator, temperature: float = 1.0,
+                             bar=None) -> list[tuple[list[int], bool]]:
+    """Sample one completion per context from pi_ref with at most ``budgets[i]`` tokens."""
+    if hasattr(lm, "sample_blocks"):
+        out: list[tuple[list[int], bool]] = [([], False)] * len(contexts)
+        params = SamplingParams(temperature=temperature)
+        for budget in sorted(set(budgets)):
+            idx = [i for i, b in enumerate(budgets) if b == budget]
+            if budget == 0:
+                for i in idx:
+                    out[i] = ([], False)
+                if bar is not None:
+                    bar.update(len(idx))
+                continue
+            for c0 in range(0, len(idx), CHUNK):
+                part = idx[c0:c0 + CHUNK]
+                seeds = torch.randint(0, 2**31 - 1, (len(part),), generator=gen).tolist()
+                blocks = await lm.sample_blocks([contexts[i] for i in part], budget, params, seeds)
+                for i, b in zip(part, blocks, strict=True):
+                    out[i] = (list(b.tokens), bool(b.finished))
+                if bar is not None:
+                    bar.update(len(part))
+        return out
+    return await _token_loop(lm, contexts, budgets, gen, temperature, bar)
+
+
+async def score_rollouts(reward: Reward, prompt_ids: Sequence[Sequence[int]], rollouts: list[Rollout],
+                         batch: int = 256, progress: bool = False) -> None:
+    """Fill ``rollout.reward`` with R(x, y), one batched ``Reward.score`` call per prompt chunk."""
+    by_prompt: dict[int, list[Rollout]] = {}
+    for r in rollouts:
+        by_prompt.setdefault(r.prompt, []).append(r)
+    bar = tqdm(total=len(rollouts), desc="rewards", disable=not progress, unit="seq")
+    for p, rs in by_prompt.items():
+        for c0 in range(0, len(rs), batch):
+            part = rs[c0:c0 + batch]
+            scores = await reward.score(list(prompt_ids[p]), [r.tokens for r in part])
+            for r, s in zip(part, scores.tolist(), strict=True):
+                r.reward = float(s)
+            bar.update(len(part))
+    bar.close()
+
+
+async def collect_rollouts(lm: LanguageModel, reward: Reward, prompt_ids: Sequence[Sequence[int]],
+                           *, rollouts: int, max_tokens: int, branch_points: int = 0,
+                           branches: int = 4, seed: int = 0, temperature: float = 1.0,
+                           progress: bool = False) -> list[Rollout]:
+    """``rollouts`` trajectories per prompt, then ``branches`` continuations after each of
+    ``branch_points`` random prefixes y_<=t (1 <= t < len y) of every trajectory; all scored."""
+    gen = torch.Generator().manual_seed(seed)
+    ctx = [list(prompt_ids[p]) for p in range(len(prompt_ids)) for _ in range(rollouts)]
+    owner = [p for p in range(len(prompt_ids)) for _ in range(rollouts)]
+    bar = tqdm(total=len(ctx), desc="rollouts", disable=not progress, unit="seq")
+    base = await sample_completions(lm, ctx, [max_tokens] * len(ctx), gen, temperature, bar)
+    out = [Rollout(p, toks, fin, group=p, start=0) for p, (toks, fin) in zip(owner, base, strict=True)]
+    if branch_points:
+        b_ctx, b_meta, budgets = [], [], []
+        group = len(prompt_ids)
+        for r in list(out):
+            if len(r.tokens) < 2:
+                continue
+            k = min(branch_points, len(r.tokens) - 1)
+            cuts = (torch.randperm(len(r.tokens) - 1, generator=gen)[:k] + 1).tolist()
+            for t in cuts:
+                for _ in range(branches):
+                    b_ctx.append(list(prompt_ids[r.prompt]) + r.tokens[:t])
+                    b_meta.append((r.prompt, r.tokens[:t], group, t))
+                    budgets.append(max_tokens - t)
+                group += 1
+        bar.total += len(b_ctx)
+        bar.refresh()
+        cont = await sample_completions(lm, b_ctx, budgets, gen, temperature, bar)
+        for (p, prefix, g, t), (toks, fin) in zip(b_meta, cont, strict=True):
+            out.append(Rollout(p, prefix + toks, fin, group=g, start=t))
+    bar.close()
+    await score_rollouts(reward, prompt_ids, out, progress=progress)
+    return out

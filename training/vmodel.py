@@ -1,0 +1,85 @@
+"""The value model being trained: a small Llama whose output logits are Q(s, .).
+
+Format and serving are ``engines.value_model``'s: a HF causal-LM directory over the base
+model's ids, read at the last position of a context (prompt + generated ids). One teacher-forced
+forward over ``path`` = prompt + completion therefore gives Q(path[:j], .) at position j - 1
+for every state length j >= 1, which is how training reads it.
+
+Toy base models (``toy:...``) have no tokenizer: their value models record the toy spec as
+``base_model`` and ``toy_fingerprint(vocab)`` as ``tokenizer_sha256`` (ids render as ``<i>``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from engines.value_model import ValueModelManifest, check_value_model, save_value_model
+
+
+def new_value_model(vocab_size: int, *, hidden: int, layers: int, heads: int, intermediate: int,
+                    max_positions: int = 1024, seed: int = 0, tie: bool = False):
+    """A fresh LlamaForCausalLM with vocab ``vocab_size`` and a zero output head (Q = 0 at the
+    start, i.e. the guided policy starts at pi_ref)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=intermediate,
+                      num_hidden_layers=layers, num_attention_heads=heads,
+                      num_key_value_heads=heads, head_dim=hidden // heads,
+                      max_position_embeddings=max_positions, tie_word_embeddings=tie,
+                      initializer_range=0.02)
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(cfg)
+    with torch.no_grad():
+        if tie:
+            model.model.norm.weight.mul_(0.01)
+        else:
+            model.lm_head.weight.zero_()
+    return model
+
+
+def num_parameters(model: torch.nn.Module) -> int:
+    """Distinct parameters (a tied embedding counts once)."""
+    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+
+
+def pad_paths(paths: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded ids [B, L] and lengths [B] (causal attention: pads never reach earlier positions)."""
+    lengths = torch.tensor([len(p) for p in paths])
+    ids = torch.zeros(len(paths), int(lengths.max()), dtype=torch.long)
+    for i, p in enumerate(paths):
+        ids[i, :len(p)] = torch.as_tensor(list(p), dtype=torch.long)
+    return ids, lengths
+
+
+def q_at(model: torch.nn.Module, paths: Sequence[Sequence[int]], rows: torch.Tensor,
+         js: torch.Tensor) -> torch.Tensor:
+    """Q_theta(path[:j], .) for entries (row, j): one forward over the batch paths, [E, V]."""
+    ids, _ = pad_paths(paths)
+    logits = model(input_ids=ids, use_cache=False).logits
+    return logits[rows, js - 1]
+
+
+def toy_fingerprint(vocab_size: int) -> str:
+    """Stands in for the tokenizer sha256 of toy models: ids 0..V-1 rendered as <i>."""
+    return hashlib.sha256(f"tilt-toy-ids:vocab={vocab_size}".encode()).hexdigest()
+
+
+def save(model: torch.nn.Module, out_dir: str | Path, *, base: str, vocab_size: int,
+         reward: Any, beta: float, training: dict[str, Any]) -> Path:
+    """Write the value model in the engines' format (toy bases: manifest records the spec)."""
+    if not base.startswith("toy:"):
+        return save_value_model(model, out_dir, base_dir=base, reward=reward, beta=beta,
+                                training=training)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out, safe_serialization=True)
+    ValueModelManifest(base_model=base, tokenizer_sha256=toy_fingerprint(vocab_size),
+                       vocab_size=vocab_size, reward=reward, beta=float(beta),
+                       training=dict(training)).write(out)
+    check_value_model(out)
+    return out
