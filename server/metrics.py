@@ -79,8 +79,11 @@ class Metrics:
         return generate_latest(self.registry)
 
     def names(self) -> set[str]:
-        """Every exposed sample name (``_total``, ``_bucket``... included)."""
-        return {s.name for fam in self.registry.collect() for s in fam.samples}
+        """Every sample name this registry can expose (``_total``, ``_bucket``... included)."""
+        suffixes = {"counter": ("_total",), "gauge": ("",),
+                    "histogram": ("_bucket", "_sum", "_count")}
+        return {fam.name + suf for fam in self.registry.collect()
+                for suf in suffixes.get(fam.type, ("",))}
 
 
 class RequestTimer:

@@ -62,8 +62,7 @@ def demo_value_models() -> dict[str, str]:
 def demo_config() -> dict[str, Any]:
     """What ``tilt serve`` with no model serves: the demo base on vLLM, the bundled value
     models and the VADER reward, each only if it is there (say so otherwise)."""
-    cfg: dict[str, Any] = {"model": str(DEMO_BASE), "engine": "vllm",
-                           "engine_options": {"max_model_len": 512}}
+    cfg: dict[str, Any] = {"model": str(DEMO_BASE), "engine": "vllm"}
     if not (DEMO_BASE / "config.json").exists():
         log.warning("bundled demo model %s is missing (build it with scripts/"
                     "build_demo_base.py); serving the toy model instead", DEMO_BASE)

@@ -1,0 +1,31 @@
+# Tilt on NVIDIA GPUs (CUDA build of vLLM).
+#   docker build -t tilt:gpu .
+#   docker run --gpus all -p 8000:8000 tilt:gpu                      # bundled demo models
+#   docker run --gpus all -p 8000:8000 -v /models:/models tilt:gpu \
+#       --model /models/base --value-model pos=/models/vm --reward vader=vader \
+#       --tensor-parallel-size 2
+# The CPU image is deploy/Dockerfile.cpu.
+FROM python:3.11-slim
+
+# vLLM's Triton kernels compile with a C compiler at run time.
+RUN apt-get update && apt-get install -y --no-install-recommends build-essential curl \
+    && rm -rf /var/lib/apt/lists/*
+
+WORKDIR /app
+COPY pyproject.toml README.md Makefile ./
+COPY decoders ./decoders
+COPY engines ./engines
+COPY rewards ./rewards
+COPY server ./server
+COPY training ./training
+COPY tilt ./tilt
+COPY clients ./clients
+
+# The README's GPU install: Tilt with the CUDA vLLM extra, plus the SDK.
+RUN pip install --no-cache-dir ".[vllm]" ./clients/python
+
+ENV HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
+EXPOSE 8000
+HEALTHCHECK --interval=30s --timeout=5s --start-period=300s \
+    CMD curl -fsS http://127.0.0.1:8000/health || exit 1
+ENTRYPOINT ["tilt", "serve", "--host", "0.0.0.0", "--port", "8000"]
