@@ -152,7 +152,11 @@ class TransformersEngine:
     @classmethod
     async def open(cls, model: str | Path, value_models: dict[str, str] | None = None, *,
                    name: str | None = None, device: str = "cpu", max_model_len: int = 1024,
-                   max_tokens_cap: int | None = None, cache_entries: int = 1024) -> TransformersEngine:
+                   max_tokens_cap: int | None = None, cache_entries: int = 1024,
+                   **unknown: Any) -> TransformersEngine:
+        """Load ``model`` (a local HF directory) and value models (name -> path)."""
+        if unknown:
+            raise ValueError(f"unknown option(s) for the transformers engine: {sorted(unknown)}")
         model_dir = Path(model)
         if not (model_dir / "config.json").is_file():
             raise ValueError(f"model {str(model)!r} is not a Hugging Face model directory")

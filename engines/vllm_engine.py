@@ -27,6 +27,7 @@ Only imports common to both builds are used. What the adapter maps, and how:
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import json
 import math
@@ -132,6 +133,22 @@ class VllmLM:
         return torch.stack([_row_from_flat(o.outputs[0].logprobs, 0, self.vocab_size)
                             for o in outs])
 
+    async def decode(self, contexts: Sequence[Sequence[int]], max_tokens: int,
+                     guidance: Guidance | None = None, ignore_eos: bool = True,
+                     seeds: Sequence[int | None] | None = None) -> list[list[int]]:
+        """Sample tokens natively without log-probs or scoring (throughput benchmarks)."""
+        from vllm import SamplingParams as VSP
+
+        extra = self.check_guidance(guidance)
+        seeds = list(seeds) if seeds is not None else [None] * len(contexts)
+
+        async def one(i: int) -> list[int]:
+            sp = VSP(max_tokens=max_tokens, seed=seeds[i], detokenize=False,
+                     ignore_eos=ignore_eos, extra_args=extra)
+            return list((await self._final(contexts[i], sp)).outputs[0].token_ids)
+
+        return list(await asyncio.gather(*(one(i) for i in range(len(contexts)))))
+
     def check_guidance(self, guidance: Guidance | None) -> dict[str, Any] | None:
         """extra_args for ``guidance``; ValueError for an unknown/non-native model or beta <= 0."""
         if guidance is None:
@@ -221,7 +238,8 @@ class VllmEngine:
                    name: str | None = None, max_model_len: int = 1024, max_num_seqs: int = 64,
                    kv_cache_gib: int = 1, gpu_memory_utilization: float = 0.85,
                    enforce_eager: bool | None = None, dtype: str = "float32", seed: int = 0,
-                   max_tokens_cap: int | None = None, **engine_kwargs: Any) -> VllmEngine:
+                   max_tokens_cap: int | None = None, warmup: bool = True,
+                   **engine_kwargs: Any) -> VllmEngine:
         """Start vLLM on ``model`` (a local HF directory) with value models (name -> path).
 
         Value models are checked against the base tokenizer before the engine starts
@@ -254,7 +272,15 @@ class VllmEngine:
         self.lm = VllmLM(self.engine, vocab, self.codec.eos_token_id, max_model_len,
                          self.value_models)
         self.num_parameters = _count_parameters(model_dir)
+        if warmup:
+            await self.warmup()
         return self
+
+    async def warmup(self) -> None:
+        """Run the sampled-token log-prob and prompt-log-prob paths once: vLLM compiles the
+        rank kernel on first use (seconds on CPU), which should not land on a user request."""
+        ctx = [self.codec.eos_token_id]
+        await self.lm.sample_blocks([ctx, ctx], 2, SamplingParams(temperature=0.5), [0, None])
 
     @staticmethod
     def _start(model_dir: Path, native: dict[str, str], *, max_model_len: int,
@@ -267,6 +293,11 @@ class VllmEngine:
         on_cpu = current_platform.is_cpu()
         if on_cpu:
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(int(kv_cache_gib)))
+        from dataclasses import fields
+
+        unknown = set(kw) - {f.name for f in fields(AsyncEngineArgs)}
+        if unknown:
+            raise ValueError(f"unknown option(s) for the vLLM engine: {sorted(unknown)}")
         args = AsyncEngineArgs(
             model=str(model_dir), tokenizer=str(model_dir), dtype=dtype, seed=seed,
             max_model_len=max_model_len, max_num_seqs=max_num_seqs,
@@ -289,9 +320,12 @@ class VllmEngine:
                 "value_models": {k: v.metadata() for k, v in self.value_models.items()}}
 
     async def aclose(self) -> None:
-        if self.engine is not None:
-            self.engine.shutdown()
-            self.engine = None
+        """Shut the engine core down (its processes exit before this returns)."""
+        engine, self.engine, self.lm.engine = self.engine, None, None
+        if engine is not None:
+            engine.shutdown()
+            del engine
+            gc.collect()
 
 
 def _count_parameters(model_dir: Path) -> int:

@@ -1,0 +1,144 @@
+"""Real vLLM (CPU build) on the demo model, one engine per session (``vllm_demo_engine``).
+
+Checks: generation; exact next-token log-probs vs the transformers engine; guided rows equal
+log_softmax(l_ref + Q/beta) computed independently (HF forward + HF value model); guided and
+unguided requests, and different betas, in one batch; same guided distribution as the
+transformers engine; native guided blocks (proposal vs base log-probs, streaming);
+rejections before the batch; cancellation aborts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+import pytest
+import torch
+
+from decoders.protocols import Guidance, SamplingParams
+from engines.loader import open_engine
+from engines.value_model import ValueModelError
+
+pytestmark = pytest.mark.vllm
+TOL = 1e-3
+
+
+def _independent_guided(model_dir, vm, context, beta):
+    """log_softmax(l_ref + Q/beta) with a plain transformers forward and the HF value model."""
+    from transformers import AutoModelForCausalLM
+
+    m = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    with torch.no_grad():
+        l_ref = m(torch.tensor([context])).logits[0, -1].double()
+    q = vm.last_logits([context])[0].double()
+    return torch.log_softmax(l_ref, -1), torch.log_softmax(l_ref + q / beta, -1)
+
+
+async def test_demo_model_generates(vllm_demo_engine):
+    h = vllm_demo_engine
+    ids = h.codec.encode("The quick brown fox")
+    blocks = await h.lm.sample_blocks([ids, ids], 12, SamplingParams(), [0, 1])
+    assert any(b.tokens for b in blocks)
+    for b in blocks:
+        assert len(b.tokens) == len(b.proposal_logprobs) == len(b.base_logprobs) <= 12
+        assert b.proposal_logprobs == b.base_logprobs  # unshaped, unguided: proposal = base
+        assert isinstance(h.codec.decode(b.tokens), str)
+    assert h.num_running() == 0
+    assert h.metadata()["value_models"]["test-vm"]["native"] is True
+
+
+async def test_logprobs_agree_with_transformers(vllm_demo_engine, transformers_demo_engine):
+    ids = vllm_demo_engine.codec.encode("It was the best of times")
+    contexts = [ids, ids[:3], ids[:1]]
+    v = await vllm_demo_engine.lm.logprobs(contexts)
+    t = await transformers_demo_engine.lm.logprobs(contexts)
+    assert v.shape == t.shape and v.dtype == torch.float64
+    assert (v - t).abs().max() < TOL
+
+
+async def test_guided_step_is_exact_mixed_batch_and_betas(vllm_demo_engine, engine_models):
+    """One concurrent batch: unguided, guided beta=0.5 and guided beta=2 on the same context."""
+    h = vllm_demo_engine
+    vm = h.value_models[engine_models.vm_name]
+    ids = h.codec.encode("Knowledge is power")
+    base_ref, g05_ref = _independent_guided(engine_models.base, vm, ids, 0.5)
+    _, g2_ref = _independent_guided(engine_models.base, vm, ids, 2.0)
+    unguided, g05, g2 = await asyncio.gather(
+        h.lm.logprobs([ids]), h.lm.guided_logprobs([ids], Guidance(engine_models.vm_name, 0.5)),
+        h.lm.guided_logprobs([ids], Guidance(engine_models.vm_name, 2.0)))
+    assert (unguided[0] - base_ref).abs().max() < TOL
+    assert (g05[0] - g05_ref).abs().max() < TOL
+    assert (g2[0] - g2_ref).abs().max() < TOL
+    assert (g05[0] - g2[0]).abs().max() > 10 * TOL  # beta is honoured per request
+
+
+async def test_same_guided_distribution_as_transformers(vllm_demo_engine, transformers_demo_engine,
+                                                        engine_models):
+    ids = vllm_demo_engine.codec.encode("She sells sea shells")
+    contexts = [ids, ids[:2]]
+    g = Guidance(engine_models.vm_name, 0.7)
+    v = await vllm_demo_engine.lm.guided_logprobs(contexts, g)
+    t = await transformers_demo_engine.lm.guided_logprobs(contexts, g)
+    assert (v - t).abs().max() < TOL
+
+
+async def test_guided_blocks_report_proposal_and_base(vllm_demo_engine, engine_models):
+    h = vllm_demo_engine
+    ids = h.codec.encode("Good things come")
+    g = Guidance(engine_models.vm_name, 0.5)
+    streamed = {i: [] for i in range(4)}
+
+    async def on_tokens(i, toks):
+        streamed[i].extend(toks)
+
+    contexts = [ids] * 4
+    blocks, plain = await asyncio.gather(  # guided and unguided blocks share the batch
+        h.lm.sample_blocks(contexts, 6, SamplingParams(), [1, 2, 3, 4], g, on_tokens),
+        h.lm.sample_blocks(contexts, 6, SamplingParams(), [1, 2, 3, 4]))
+    guided_row = (await h.lm.guided_logprobs([ids], g))[0]
+    base_row = (await h.lm.logprobs([ids]))[0]
+    for i, b in enumerate(blocks):
+        assert streamed[i] == b.tokens
+        first = b.tokens[0] if b.tokens else h.lm.eos_token_id
+        lp = b.proposal_logprobs[0] if b.tokens else b.eos_proposal_logprob
+        bl = b.base_logprobs[0] if b.tokens else b.eos_base_logprob
+        assert math.isclose(lp, guided_row[first].item(), abs_tol=TOL)
+        assert math.isclose(bl, base_row[first].item(), abs_tol=TOL)
+    assert all(b.proposal_logprobs == b.base_logprobs for b in plain)
+
+
+async def test_rejected_before_the_batch(vllm_demo_engine, engine_models):
+    lm = vllm_demo_engine.lm
+    ids = vllm_demo_engine.codec.encode("Hello")
+    with pytest.raises(ValueError, match="unknown value model 'nope'"):
+        await lm.sample_blocks([ids], 2, SamplingParams(), [0], Guidance("nope", 1.0))
+    for beta in (0.0, -0.5, float("inf")):
+        with pytest.raises(ValueError, match="beta must be"):
+            await lm.guided_logprobs([ids], Guidance(engine_models.vm_name, beta))
+    assert vllm_demo_engine.num_running() == 0
+    with pytest.raises(ValueModelError, match="different tokenizer"):  # before any engine starts
+        await open_engine(str(engine_models.base), engine="vllm",
+                          value_models={"other": str(engine_models.other_vm)})
+
+
+async def test_cancellation_aborts(vllm_demo_engine, engine_models):
+    h = vllm_demo_engine
+    ids = h.codec.encode("A journey")
+    started = asyncio.Event()
+
+    async def on_tokens(i, toks):
+        started.set()
+
+    task = asyncio.create_task(h.lm.sample_blocks(
+        [ids] * 3, 400, SamplingParams(), [None] * 3, Guidance(engine_models.vm_name, 1.0),
+        on_tokens))
+    await asyncio.wait_for(started.wait(), 30)
+    assert h.num_running() > 0
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    for _ in range(100):
+        if h.num_running() == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert h.num_running() == 0
