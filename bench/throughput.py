@@ -58,7 +58,7 @@ def build_bench_value_model(base_dir: str | Path, out_dir: str | Path,
         raise ValueError(f"no value model fits in {fraction} x the base model's parameters")
     _, d, layers = best
     return build_random_value_model(out_dir, base_dir, hidden=d, layers=layers, heads=d // 64,
-                                    intermediate=2 * d, init=0.02, beta=1.0)
+                                    intermediate=2 * d, init=0.02, beta=1.0, tied=True)
 
 
 async def _timed(fn, contexts, max_tokens, guidance) -> tuple[int, float]:

@@ -75,7 +75,7 @@ def build_random_llama(out_dir: str | Path, tokenizer_dir: str | Path, *, hidden
 def build_random_value_model(out_dir: str | Path, base_dir: str | Path, *, hidden: int = 64,
                              layers: int = 1, heads: int = 1, intermediate: int = 128,
                              seed: int = 1, init: float = 0.1, beta: float | None = 1.0,
-                             atoms: list[float] | None = None) -> Path:
+                             atoms: list[float] | None = None, tied: bool = False) -> Path:
     """A random Llama value model in the Tilt format for the base model at ``base_dir``."""
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
@@ -87,7 +87,7 @@ def build_random_value_model(out_dir: str | Path, base_dir: str | Path, *, hidde
                       num_hidden_layers=layers, num_attention_heads=heads,
                       num_key_value_heads=heads, head_dim=hidden // heads,
                       max_position_embeddings=1024, initializer_range=init,
-                      tie_word_embeddings=False)
+                      tie_word_embeddings=tied and k == 1)
     torch.manual_seed(seed)
     model = LlamaForCausalLM(cfg)
     if atoms is not None:
