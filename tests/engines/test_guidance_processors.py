@@ -144,3 +144,21 @@ def test_mrv2_refuses_speculative_decoding(engine_models):
     cfg.speculative_config = object()
     with pytest.raises(ValueError, match="speculative"):
         TiltGuidanceLogitsProcessorV2(cfg, _FakeReqStates())
+
+
+async def test_runtime_distributional_value_model(tmp_path, engine_models):
+    """A distributional value model (atoms) gives Q = beta log E_p[exp(z/beta)] per request beta."""
+    from engines.guidance_state import GuidanceRuntime
+    from engines.testing import build_random_value_model
+
+    vm_dir = build_random_value_model(tmp_path / "dist", engine_models.base,
+                                      atoms=[-1.0, 0.0, 1.0], init=0.2)
+    ref = TorchValueModel(vm_dir, engine_models.base)
+    rt = GuidanceRuntime({"d": str(vm_dir)})
+    seqs = [rt.start("d", 0.5), rt.start("d", 2.0)]
+    ctxs = [[5, 6, 7], [8, 9]]
+    corr = rt.corrections(seqs, ctxs)
+    for i, (c, s) in enumerate(zip(ctxs, seqs, strict=True)):
+        want = (await ref.q_values([c], s.beta))[0] / s.beta
+        assert (corr[i].double() - want).abs().max() < 1e-4
+    assert rt.start("unknown", 1.0) is None

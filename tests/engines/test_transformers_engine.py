@@ -55,6 +55,17 @@ async def test_guided_blocks_report_consistent_logprobs(transformers_demo_engine
         assert math.isclose(bl, base[0, first].item(), abs_tol=1e-6)
 
 
+async def test_protocols(transformers_demo_engine, engine_models):
+    from decoders.protocols import BlockSampler, LanguageModel, ValueModel
+    from engines.base import EngineHandle, TextCodec
+
+    h = transformers_demo_engine
+    assert isinstance(h, EngineHandle) and isinstance(h.codec, TextCodec)
+    assert isinstance(h.lm, LanguageModel) and isinstance(h.lm, BlockSampler)
+    assert isinstance(h.value_models[engine_models.vm_name], ValueModel)
+    assert h.metadata()["engine"] == "transformers"
+
+
 async def test_codec(transformers_demo_engine):
     c = transformers_demo_engine.codec
     assert c.decode(c.encode("The sun rises")).strip() == "The sun rises"

@@ -45,6 +45,12 @@ async def test_demo_model_generates(vllm_demo_engine):
         assert isinstance(h.codec.decode(b.tokens), str)
     assert h.num_running() == 0
     assert h.metadata()["value_models"]["test-vm"]["native"] is True
+    from decoders.protocols import BlockSampler, LanguageModel, ValueModel
+    from engines.base import EngineHandle
+
+    assert isinstance(h, EngineHandle) and isinstance(h.lm, LanguageModel)
+    assert isinstance(h.lm, BlockSampler) and isinstance(h.value_models["test-vm"], ValueModel)
+    assert h.value_models["test-vm"].native_name == "test-vm"
 
 
 async def test_logprobs_agree_with_transformers(vllm_demo_engine, transformers_demo_engine):
