@@ -197,7 +197,10 @@ def serve(
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
     cfg.log_level = log_level
-    asyncio.run(_serve(cfg))
+    try:
+        asyncio.run(_serve(cfg))
+    except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after a clean shutdown
+        log.info("stopped")
 
 
 if app.registered_callback is None:

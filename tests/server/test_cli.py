@@ -1,0 +1,76 @@
+"""``tilt serve``: bad CLI input exits with code 2 and a message; a real start answers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.server.live import free_port
+
+TILT = [str(Path(sys.executable).parent / "tilt"), "serve"]  # the installed console script
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--reward", "novalue"], "NAME=VALUE"),
+    (["--engine", "tpu"], "unknown engine"),
+    (["--config", "/nonexistent/tilt.yaml"], "config file not found"),
+    (["--model", "toy:vocab=8,len=4,seed=0", "--value-model", "v=/tmp/x"], "toy models serve only"),
+    (["--model", "toy:vocab=8,len=4,seed=0", "--reward", "r=nosuchreward"], "reward"),
+    (["--model", "toy:vocab=8,len=4,seed=0", "--default-reward", "missing"], "default reward"),
+    (["--model", "toy:vocab=8,len=4,seed=0", "--limit", "max_queue=-1"], "max_queue"),
+    (["--model", "toy:vocab=8,len=4,seed=0", "--beta", "0"], "beta"),
+    (["--port", "notaport"], "port"),
+])
+def test_bad_cli_input_exits_2(args, needle):
+    from typer.testing import CliRunner
+
+    from tilt.cli import app
+
+    out = CliRunner().invoke(app, ["serve", *args])
+    assert out.exit_code == 2, out.output
+    assert needle in " ".join(out.output.split())  # rich wraps long messages
+
+
+def test_bad_cli_input_exits_2_in_a_real_process():
+    out = subprocess.run(TILT + ["--reward", "novalue"], capture_output=True, text=True,
+                         timeout=120, env=ENV)
+    assert out.returncode == 2 and "NAME=VALUE" in out.stderr
+
+
+def test_config_file_with_bad_key_exits_2(tmp_path):
+    cfg = tmp_path / "tilt.yaml"
+    cfg.write_text("model: toy:vocab=8,len=4,seed=0\nengine: toy\nlimits: {max_n: 0}\n")
+    out = subprocess.run(TILT + ["--config", str(cfg)], capture_output=True, text=True,
+                         timeout=120, env=ENV)
+    assert out.returncode == 2 and "limits.max_n" in out.stderr
+
+
+def test_tilt_serve_starts_and_answers(tmp_path):
+    port = free_port()
+    cfg = tmp_path / "tilt.yaml"
+    cfg.write_text("model: toy:vocab=8,len=4,seed=0\nengine: toy\nrewards: {toy: 'toy:seed=0'}\n")
+    proc = subprocess.Popen(TILT + ["--config", str(cfg), "--port", str(port),
+                                    "--log-level", "warning"], env=ENV)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            try:
+                if httpx.get(url + "/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        r = httpx.post(url + "/v1/completions", timeout=30,
+                       json={"prompt": "<1>", "guidance": {"method": "token"}, "seed": 0})
+        assert r.status_code == 200 and r.json()["choices"][0]["tilt"]["value_model"] == "exact"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
