@@ -146,3 +146,28 @@ async def test_base_kl_is_zero_at_temperature_one_and_positive_when_shaped():
     assert all(abs(s.kl_to_base) < 1e-12 and abs(s.log_weight - s.reward) < 1e-9 for s in plain)
     hot = await generate(LM, PROMPT, spec("none", temperature=0.5), reward=RW)
     assert all(s.kl_to_base > 0 for s in hot)
+
+
+async def test_smc_batches_all_runs_and_particles_per_step():
+    """One lm.logprobs and one q_values call per step for all n x N particles."""
+
+    class Counting:
+        def __init__(self, inner):
+            self.inner, self.calls = inner, []
+            self.vocab_size, self.eos_token_id = inner.vocab_size, inner.eos_token_id
+
+        async def logprobs(self, contexts):
+            self.calls.append(len(contexts))
+            return await self.inner.logprobs(contexts)
+
+    lm = Counting(LM)
+    bound = ExactValue(LM).bind(PROMPT, 4, reward=RW)
+    q_calls = []
+
+    class CountingValue:
+        async def q_values(self, contexts, beta):
+            q_calls.append(len(contexts))
+            return await bound.q_values(contexts, beta)
+
+    await generate(lm, PROMPT, spec("smc", n=10, particles=8), value=CountingValue(), reward=RW)
+    assert len(lm.calls) <= 4 and lm.calls[0] == 80 and q_calls == lm.calls
