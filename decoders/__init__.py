@@ -5,6 +5,6 @@ soft value corrections Q(s, .)/beta to the base logits (see docs/math.md).
 
 Public names: ``generate`` (decoders.generate), ``GuidanceSpec`` (decoders.spec),
 ``Sample`` / ``ParticleDiagnostics`` (decoders.results), ``ExactValue`` (decoders.exact),
-``token_rewards_from_logprobs`` (decoders.bijection). Submodules import lazily-light:
+``token_rewards_from_logprobs`` (decoders.bijection). Import them from their modules, e.g.
 ``from decoders.generate import generate``.
 """

@@ -14,6 +14,7 @@ increasing order, then EOS. ``ExactValue`` serves Q* through the ``ValueModel`` 
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -273,15 +274,28 @@ class ExactValue:
     (``decoders.generate`` does this). A reward given here is the default for ``bind``.
     """
 
-    def __init__(self, lm: LanguageModel, reward: Reward | None = None, max_nodes: int = MAX_NODES):
+    def __init__(self, lm: LanguageModel, reward: Reward | None = None, max_nodes: int = MAX_NODES,
+                 cache_size: int = 32):
         self.lm, self.reward, self.max_nodes = lm, reward, max_nodes
+        self.cache_size = cache_size
+        self._bound: OrderedDict[tuple, BoundExactValue] = OrderedDict()
 
     def bind(self, prompt_ids: Sequence[int], max_tokens: int,
              reward: Reward | None = None) -> BoundExactValue:
+        """The exact Q* source of (prompt, max_tokens, reward); the last ``cache_size`` bound
+        sources are kept, so repeated requests reuse their enumeration."""
         reward = reward if reward is not None else self.reward
         if reward is None:
             raise ValueError("the exact value model needs a reward: pass one to bind() or ExactValue()")
-        return BoundExactValue(self.lm, reward, prompt_ids, max_tokens, self.max_nodes)
+        key = (tuple(int(t) for t in prompt_ids), int(max_tokens), id(reward))
+        bound = self._bound.get(key)
+        if bound is None or bound.reward is not reward:
+            bound = BoundExactValue(self.lm, reward, prompt_ids, max_tokens, self.max_nodes)
+            self._bound[key] = bound
+        self._bound.move_to_end(key)
+        while len(self._bound) > self.cache_size:
+            self._bound.popitem(last=False)
+        return bound
 
     async def q_values(self, contexts: Sequence[Context], beta: float) -> torch.Tensor:
         raise ValueError("ExactValue must be bound to a prompt, max_tokens and reward first: "

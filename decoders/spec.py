@@ -26,7 +26,9 @@ class GuidanceSpec:
     resampling   systematic | multinomial
     block_size, candidates, block_select   blockwise: K=candidates blocks of M=block_size tokens,
                  chosen by argmax of value or sampled ∝ exp(V / beta)
-    temperature, top_k, top_p   proposal shaping of ``none`` (and of ``token``'s guided logits)
+    temperature, top_k, top_p   proposal shaping of ``none`` (and of ``token``'s guided logits,
+                 ``best_of_n``'s draws and ``blockwise``'s candidates); ``smc`` and ``importance``
+                 always propose untruncated at temperature 1 (their weights need full support)
     seed         makes the whole call reproducible
     """
 

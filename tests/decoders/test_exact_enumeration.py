@@ -109,3 +109,13 @@ def test_bound_2T_on_200_perturbations():
         assert 0 <= forward <= bound and 0 <= reverse <= bound, (i, forward, reverse, bound)
         tightest = max(tightest, forward / bound, reverse / bound)
     assert tightest < 1.0
+
+
+def test_exact_value_reuses_bound_sources():
+    lm, rw = ToyLM(5, 3, seed=0), ToyReward(0)
+    value = exact.ExactValue(lm, cache_size=2)
+    a = value.bind([0], 3, reward=rw)
+    assert value.bind([0], 3, reward=rw) is a
+    assert value.bind([0], 2, reward=rw) is not a
+    assert value.bind([1], 3, reward=ToyReward(1)) is not a
+    assert value.bind([0], 3, reward=rw) is not a  # evicted (cache_size 2)
