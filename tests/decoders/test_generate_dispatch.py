@@ -171,3 +171,12 @@ async def test_smc_batches_all_runs_and_particles_per_step():
 
     await generate(lm, PROMPT, spec("smc", n=10, particles=8), value=CountingValue(), reward=RW)
     assert len(lm.calls) <= 4 and lm.calls[0] == 80 and q_calls == lm.calls
+
+
+async def test_blockwise_sample_selection_and_block_sizes():
+    for block_size in (1, 3):
+        samples = await generate(LM, PROMPT, spec("blockwise", block_size=block_size, block_select="sample"),
+                                 value=ExactValue(LM), reward=RW)
+        for s in samples:
+            assert s.reward == RW.value(PROMPT, s.tokens) and len(s.tokens) <= 4
+            assert s.kl_to_base <= math.ceil(5 / block_size) * math.log(3) + 1e-12
