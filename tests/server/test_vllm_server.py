@@ -1,0 +1,143 @@
+"""The server on the vLLM CPU engine: the session's one vLLM engine (``vllm_demo_engine``
+from tests/engines/fixtures.py, the demo base model with a native value model) served by a
+second uvicorn server on a loopback port, on the test session's event loop.
+
+Every endpoint through the SDK (sync, async, streaming) and the openai package; streamed vs
+non-streamed agreement for a fixed seed; cancellation leaves no engine request running.
+Tests here are async (the server runs on the session loop); sync clients run in a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import httpx
+import openai
+import pytest
+import pytest_asyncio
+from tilt_client import AsyncTilt, BadRequestError, Guidance, Tilt
+
+from tests.server.live import metric
+
+pytestmark = pytest.mark.vllm
+PROMPT = "The movie was"
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def vllm_server(vllm_demo_engine, engine_models):
+    import uvicorn
+
+    from rewards.loader import load_reward
+    from server.app import create_app
+    from server.config import ServerConfig
+    from server.service import TiltService
+
+    handle = vllm_demo_engine
+    config = ServerConfig(model=str(engine_models.base), engine="vllm",
+                          rewards={"vader": "vader"},
+                          defaults={"value_model": engine_models.vm_name, "reward": "vader",
+                                    "max_tokens": 8},
+                          limits={"max_logprobs": -1, "max_tokens": 64})
+    service = TiltService(config, handle, {"vader": load_reward("vader", codec=handle.codec)})
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(config, service), host="127.0.0.1",
+                                           port=port, log_level="warning"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        assert not task.done(), "vLLM server failed to start"
+        await asyncio.sleep(0.05)
+    yield f"http://127.0.0.1:{port}", service
+    server.should_exit = True
+    await task
+
+
+async def test_models_health_metrics(vllm_server):
+    url, service = vllm_server
+    async with AsyncTilt(url) as c:
+        assert await c.health() and await c.ready()
+        models = await c.models.list()
+        assert [m.kind for m in models.data] == ["base_model", "value_model", "reward"]
+        assert models.data[0].metadata["engine"] == "vllm"
+        assert "tilt:engine_requests_running" in await c.metrics()
+
+
+async def test_guided_completion_stream_agrees(vllm_server):
+    url, _ = vllm_server
+    kw = dict(max_tokens=8, n=2, seed=123, guidance=Guidance(method="token", beta=1.0),
+              return_token_ids=True)
+    async with AsyncTilt(url) as c:
+        full = await c.completions.create(PROMPT, **kw)
+        assert all(ch.tilt.value_model == "test-vm" and ch.tilt.reward_name == "vader"
+                   for ch in full.choices)
+        stream = await c.completions.create(PROMPT, stream=True, **kw)
+        texts, ids = ["", ""], [[], []]
+        async for chunk in stream:
+            for ch in chunk.choices:
+                texts[ch.index] += ch.text
+                ids[ch.index] += ch.token_ids
+    assert ids == [ch.token_ids for ch in full.choices]
+    assert texts == [ch.text for ch in full.choices]
+
+
+async def test_sync_sdk_chat_and_rewards(vllm_server):
+    url, _ = vllm_server
+
+    def run() -> None:
+        with Tilt(url) as c:
+            chat = c.chat.completions.create([{"role": "user", "content": "Hello"}],
+                                             max_tokens=6, seed=1, logprobs=True,
+                                             top_logprobs=3)
+            assert chat.choices[0].logprobs.content[0].top_logprobs
+            chunks = list(c.chat.completions.create([{"role": "user", "content": "Hello"}],
+                                                    max_tokens=6, seed=1, stream=True))
+            assert "".join(ch.choices[0].delta.content or "" for ch in chunks) == \
+                chat.choices[0].message.content
+            scores = c.rewards.score("Review:", ["great, wonderful film", "awful and boring"])
+            assert scores.reward == "vader" and scores.scores[0] > 0 > scores.scores[1]
+            for method in ("smc", "importance", "best_of_n"):
+                out = c.completions.create(PROMPT, max_tokens=6, seed=2,
+                                           guidance={"method": method, "particles": 4})
+                assert out.choices[0].tilt.reward is not None
+            with pytest.raises(BadRequestError) as err:
+                c.completions.create(PROMPT, max_tokens=10**6)
+            assert err.value.param == "max_tokens"
+
+    await asyncio.to_thread(run)
+
+
+async def test_openai_package(vllm_server):
+    url, service = vllm_server
+    oa = openai.AsyncOpenAI(base_url=url + "/v1", api_key="x", max_retries=0)
+    out = await oa.completions.create(model=service.model_name, prompt=PROMPT, max_tokens=6,
+                                      seed=5, logprobs=2,
+                                      extra_body={"guidance": {"method": "token"}})
+    assert out.choices[0].model_extra["tilt"]["method"] == "token"
+    assert len(out.choices[0].logprobs.top_logprobs[0]) >= 1
+    stream = await oa.chat.completions.create(
+        model=service.model_name, messages=[{"role": "user", "content": "Hi"}], max_tokens=6,
+        seed=5, stream=True, extra_body={"guidance": {"method": "token"}})
+    chunks = [c async for c in stream]
+    assert chunks[-1].choices[0].finish_reason in ("stop", "length")
+
+
+async def test_cancelled_stream_leaves_no_engine_request(vllm_server):
+    url, service = vllm_server
+    aborted = await asyncio.to_thread(metric, url, "tilt:requests_aborted_total")
+    async with httpx.AsyncClient(timeout=60) as client:
+        async with client.stream("POST", url + "/v1/completions", json={
+                "prompt": PROMPT, "max_tokens": 64, "n": 4, "stream": True, "seed": 9,
+                "guidance": {"method": "token"}}) as r:
+            lines = r.aiter_lines()
+            while not (await lines.__anext__()).startswith("data:"):
+                pass
+    for _ in range(200):
+        if service.handle.num_running() == 0 and \
+                await asyncio.to_thread(metric, url, "tilt:num_requests_running") == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert service.handle.num_running() == 0
+    assert await asyncio.to_thread(metric, url, "tilt:engine_requests_running") == 0
+    assert await asyncio.to_thread(metric, url, "tilt:requests_aborted_total") == aborted + 1
