@@ -239,12 +239,22 @@ class TiltService:
 
     # ---- planning
 
+    @property
+    def default_value_model(self) -> str | None:
+        """The configured default, else the only value model served, else None."""
+        served = self.handle.value_models
+        return self.config.defaults.value_model or (next(iter(served)) if len(served) == 1
+                                                     else None)
+
+    @property
+    def default_reward(self) -> str | None:
+        """The configured default, else the only reward served, else None."""
+        return self.config.defaults.reward or (next(iter(self.rewards))
+                                               if len(self.rewards) == 1 else None)
+
     def _resolve_value(self, name: str | None, method: str) -> tuple[str | None, ValueModel | None]:
         served = self.handle.value_models
-        if name is None:
-            name = self.config.defaults.value_model
-        if name is None and len(served) == 1:
-            name = next(iter(served))
+        name = name or self.default_value_model
         if name is None:
             if NEEDS[method][0]:
                 raise bad_request(f"method {method!r} needs a value model and this server has "
@@ -276,9 +286,7 @@ class TiltService:
                 return label, combine(terms)
             except ValueError as exc:
                 raise bad_request(str(exc), "guidance.rewards") from exc
-        name = g.reward or self.config.defaults.reward
-        if name is None and len(self.rewards) == 1:
-            name = next(iter(self.rewards))
+        name = g.reward or self.default_reward
         if name is None:
             if NEEDS[method][1]:
                 raise bad_request(f"method {method!r} needs a reward and this server has no "
@@ -511,9 +519,7 @@ class _StreamState:
 async def score(service: TiltService, reward_name: str | None, prompt: str | list[int],
                 completions: list[str] | list[list[int]]) -> tuple[str, list[float | None]]:
     """R(prompt, y) for each completion: text rewards score text, others token ids."""
-    name = reward_name or service.config.defaults.reward
-    if name is None and len(service.rewards) == 1:
-        name = next(iter(service.rewards))
+    name = reward_name or service.default_reward
     if name is None:
         raise bad_request("name a reward in 'reward' (see GET /v1/models)", "reward")
     if name not in service.rewards:
@@ -538,7 +544,9 @@ async def score(service: TiltService, reward_name: str | None, prompt: str | lis
 
 def model_cards(service: TiltService) -> list[dict[str, Any]]:
     """GET /v1/models: the base model, its value models and the rewards, with metadata."""
-    created, d = service.created, service.config.defaults
+    created = service.created
+    d = service.config.defaults.model_copy(update={"value_model": service.default_value_model,
+                                                   "reward": service.default_reward})
     cards = [{"id": service.model_name, "object": "model", "created": created,
               "owned_by": "tilt", "kind": "base_model",
               "metadata": {**service.handle.metadata(), "engine_kind": service.handle.kind,
