@@ -16,6 +16,7 @@ Requests with the same number of new tokens run as one batch (padded keys, maske
 
 from __future__ import annotations
 
+import heapq
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -69,24 +70,27 @@ class LeanLlama:
         self.layers = []
         for i in range(self.n_layers):
             p = f"model.layers.{i}."
+            a = p + "self_attn."
+            bias = [sd.get(a + f"{n}_proj.bias") for n in "qkv"]
             self.layers.append({
                 "ln1": sd[p + "input_layernorm.weight"], "ln2": sd[p + "post_attention_layernorm.weight"],
-                "q": sd[p + "self_attn.q_proj.weight"], "k": sd[p + "self_attn.k_proj.weight"],
-                "v": sd[p + "self_attn.v_proj.weight"], "o": sd[p + "self_attn.o_proj.weight"],
-                "qb": sd.get(p + "self_attn.q_proj.bias"), "kb": sd.get(p + "self_attn.k_proj.bias"),
-                "vb": sd.get(p + "self_attn.v_proj.bias"), "ob": sd.get(p + "self_attn.o_proj.bias"),
-                "gate": sd[p + "mlp.gate_proj.weight"], "up": sd[p + "mlp.up_proj.weight"],
+                # fused projections: one matmul for q,k,v and one for gate,up
+                "qkv": torch.cat([sd[a + f"{n}_proj.weight"] for n in "qkv"]),
+                "qkv_b": None if bias[0] is None else torch.cat(bias),
+                "o": sd[a + "o_proj.weight"], "o_b": sd.get(a + "o_proj.bias"),
+                "gate_up": torch.cat([sd[p + "mlp.gate_proj.weight"], sd[p + "mlp.up_proj.weight"]]),
                 "down": sd[p + "mlp.down_proj.weight"],
             })
+        self.ff = sd["model.layers.0.mlp.gate_proj.weight"].shape[0] if self.n_layers else 0
         theta = _rope_theta(cfg)
         self.inv_freq = 1.0 / (theta ** (torch.arange(0, self.head_dim, 2, dtype=torch.float32,
                                                       device=self.device) / self.head_dim))
         self.num_parameters = sum(t.numel() for t in sd.values())
-        # Slot cache: [layers, slots, kv_heads, capacity, head_dim].
-        self.k_cache = torch.zeros(self.n_layers, 0, self.n_kv, 0, self.head_dim,
+        # Slot cache: [layers, slots, capacity, kv_heads, head_dim].
+        self.k_cache = torch.zeros(self.n_layers, 0, 0, self.n_kv, self.head_dim,
                                    device=self.device, dtype=dtype)
         self.v_cache = torch.zeros_like(self.k_cache)
-        self._free: list[int] = []
+        self._free: list[int] = []  # a min-heap: low slots first keeps active slots dense
         self._n_slots = 0
 
     # ---- slots -------------------------------------------------------------------------
@@ -94,24 +98,26 @@ class LeanLlama:
         """A free cache slot (grown by doubling when none is left)."""
         if not self._free:
             old = self._n_slots
-            self._grow(max(4, 2 * old), self.k_cache.shape[3])
-            self._free.extend(range(self._n_slots - 1, old - 1, -1))
-        return self._free.pop()
+            self._grow(max(4, 2 * old), self.k_cache.shape[2])
+            for s in range(old, self._n_slots):
+                heapq.heappush(self._free, s)
+        return heapq.heappop(self._free)
 
     def free(self, slot: int) -> None:
-        self._free.append(slot)
+        heapq.heappush(self._free, slot)
 
+    @torch.inference_mode()
     def _grow(self, n_slots: int, capacity: int) -> None:
-        shape = (self.n_layers, n_slots, self.n_kv, capacity, self.head_dim)
+        shape = (self.n_layers, n_slots, capacity, self.n_kv, self.head_dim)
         k = torch.zeros(shape, device=self.device, dtype=self.dtype)
         v = torch.zeros_like(k)
-        s, c = self.k_cache.shape[1], self.k_cache.shape[3]
-        k[:, :s, :, :c] = self.k_cache
-        v[:, :s, :, :c] = self.v_cache
+        s, c = self.k_cache.shape[1], self.k_cache.shape[2]
+        k[:, :s, :c] = self.k_cache
+        v[:, :s, :c] = self.v_cache
         self.k_cache, self.v_cache, self._n_slots = k, v, n_slots
 
     def _ensure_capacity(self, length: int) -> None:
-        cap = self.k_cache.shape[3]
+        cap = self.k_cache.shape[2]
         if length > cap:
             new_cap = max(64, cap)
             while new_cap < length:
@@ -123,17 +129,16 @@ class LeanLlama:
         x32 = x.float()
         return (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype) * w
 
-    def _rope(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        """x [B, heads, T, hd], pos [B, T]: x cos + rotate_half(x) sin (HF Llama convention)."""
+    def _rope_tables(self, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, sin [B, T, 1, hd] for positions pos [B, T] (HF Llama convention)."""
         freqs = pos.to(torch.float32)[..., None] * self.inv_freq  # [B, T, hd/2]
-        emb = torch.cat([freqs, freqs], dim=-1)[:, None]  # [B, 1, T, hd]
-        cos, sin = emb.cos().to(x.dtype), emb.sin().to(x.dtype)
-        x1, x2 = x[..., : self.head_dim // 2], x[..., self.head_dim // 2:]
-        return x * cos + torch.cat([-x2, x1], dim=-1) * sin
+        emb = torch.cat([freqs, freqs], dim=-1)[:, :, None]
+        return emb.cos().to(self.dtype), emb.sin().to(self.dtype)
 
-    @staticmethod
-    def _lin(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
-        return F.linear(x, w, b)
+    def _rope(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        """x [B, T, heads, hd]: x cos + rotate_half(x) sin."""
+        half = self.head_dim // 2
+        return x * cos + torch.cat([-x[..., half:], x[..., :half]], dim=-1) * sin
 
     @torch.inference_mode()
     def extend(self, slots: Sequence[int], starts: Sequence[int],
@@ -154,34 +159,51 @@ class LeanLlama:
 
     def _extend_group(self, slots: list[int], starts: list[int], toks: list[Sequence[int]],
                       t: int) -> torch.Tensor:
-        dev = self.device
-        b = len(slots)
-        slot_t = torch.tensor(slots, device=dev)
+        """Requests with ``t`` new tokens each. Attention runs over the slot range
+        [min slot, max slot] as views of the cache (no gather); slots in that range that are
+        not in the group get a dummy query (masked to key 0) and are dropped."""
+        dev, b = self.device, len(slots)
+        lo = min(slots)
+        width = max(slots) + 1 - lo
+        rows = torch.tensor([s - lo for s in slots], device=dev)
+        in_order = width == b and all(s - lo == i for i, s in enumerate(slots))
         start_t = torch.tensor(starts, device=dev)
         pos = start_t[:, None] + torch.arange(t, device=dev)[None]  # [B, T]
         lmax = max(starts) + t
         self._ensure_capacity(lmax)
-        ids = torch.tensor([list(x) for x in toks], device=dev, dtype=torch.long)
-        h = self.embed[ids]  # [B, T, D]
+        cap = self.k_cache.shape[2]
+        flat_idx = ((rows + lo)[:, None] * cap + pos).reshape(-1)  # into [slots * cap]
+        cos, sin = self._rope_tables(pos)
         keys_pos = torch.arange(lmax, device=dev)
-        mask = (keys_pos[None, None, :] <= pos[:, :, None])[:, None]  # [B, 1, T, L]
-        slot_idx = slot_t[:, None].expand(b, t)
-        rep = self.n_heads // self.n_kv
+        allowed = torch.zeros(width, 1, t, lmax, dtype=torch.bool, device=dev)
+        allowed[..., 0] = True  # dummy rows: attend to key 0 only (never NaN)
+        allowed[rows] = (keys_pos[None, None, :] <= pos[:, :, None])[:, None]
+        mask = torch.zeros(allowed.shape, dtype=self.dtype, device=dev).masked_fill_(
+            ~allowed, float("-inf"))  # additive mask (faster than boolean on CPU)
+        h = self.embed[torch.tensor([list(x) for x in toks], device=dev)]  # [B, T, D]
+        nq, nk = self.n_heads * self.head_dim, self.n_kv * self.head_dim
         for li, L in enumerate(self.layers):
             x = self._rms(h, L["ln1"])
-            q = self._lin(x, L["q"], L["qb"]).view(b, t, self.n_heads, self.head_dim).transpose(1, 2)
-            k = self._lin(x, L["k"], L["kb"]).view(b, t, self.n_kv, self.head_dim).transpose(1, 2)
-            v = self._lin(x, L["v"], L["vb"]).view(b, t, self.n_kv, self.head_dim).transpose(1, 2)
-            q, k = self._rope(q, pos), self._rope(k, pos)
-            self.k_cache[li][slot_idx, :, pos] = k.transpose(1, 2)
-            self.v_cache[li][slot_idx, :, pos] = v.transpose(1, 2)
-            kk = self.k_cache[li][slot_t, :, :lmax]  # [B, kv, L, hd]
-            vv = self.v_cache[li][slot_t, :, :lmax]
-            if rep > 1:
-                kk, vv = kk.repeat_interleave(rep, dim=1), vv.repeat_interleave(rep, dim=1)
-            a = F.scaled_dot_product_attention(q, kk, vv, attn_mask=mask)
-            h = h + self._lin(a.transpose(1, 2).reshape(b, t, -1), L["o"], L["ob"])
+            q, k, v = F.linear(x, L["qkv"], L["qkv_b"]).split([nq, nk, nk], dim=-1)
+            q = self._rope(q.view(b, t, self.n_heads, self.head_dim), cos, sin)
+            k = self._rope(k.view(b, t, self.n_kv, self.head_dim), cos, sin)
+            kc = self.k_cache[li].view(-1, self.n_kv, self.head_dim)
+            vc = self.v_cache[li].view(-1, self.n_kv, self.head_dim)
+            kc.index_copy_(0, flat_idx, k.reshape(-1, self.n_kv, self.head_dim))
+            vc.index_copy_(0, flat_idx, v.reshape(-1, self.n_kv, self.head_dim))
+            kk = self.k_cache[li, lo: lo + width, :lmax].transpose(1, 2)  # [W, kv, L, hd]
+            vv = self.v_cache[li, lo: lo + width, :lmax].transpose(1, 2)
+            qf = q.transpose(1, 2)
+            if not in_order:
+                qf = torch.zeros(width, *qf.shape[1:], device=dev, dtype=q.dtype).index_copy_(
+                    0, rows, qf)
+            a = F.scaled_dot_product_attention(qf, kk, vv, attn_mask=mask,
+                                               enable_gqa=self.n_heads != self.n_kv)
+            if not in_order:
+                a = a[rows]
+            h = h + F.linear(a.transpose(1, 2).reshape(b, t, nq), L["o"], L["o_b"])
             x = self._rms(h, L["ln2"])
-            h = h + F.linear(F.silu(F.linear(x, L["gate"])) * F.linear(x, L["up"]), L["down"])
+            gate, up = F.linear(x, L["gate_up"]).split([self.ff, self.ff], dim=-1)
+            h = h + F.linear(F.silu(gate) * up, L["down"])
         last = self._rms(h[:, -1], self.norm)
         return F.linear(last, self.lm_head).float()

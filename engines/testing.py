@@ -52,7 +52,8 @@ def build_tiny_tokenizer(out_dir: str | Path, vocab_size: int = 384) -> Path:
 
 def build_random_llama(out_dir: str | Path, tokenizer_dir: str | Path, *, hidden: int = 128,
                        layers: int = 2, heads: int = 2, intermediate: int = 256,
-                       seed: int = 0, init: float = 0.1, max_positions: int = 1024) -> Path:
+                       seed: int = 0, init: float = 0.1, max_positions: int = 1024,
+                       tied: bool = False) -> Path:
     """A random LlamaForCausalLM saved with the tokenizer of ``tokenizer_dir``."""
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
@@ -64,7 +65,7 @@ def build_random_llama(out_dir: str | Path, tokenizer_dir: str | Path, *, hidden
                       num_key_value_heads=heads, head_dim=hidden // heads,
                       max_position_embeddings=max_positions, initializer_range=init,
                       bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                      tie_word_embeddings=False)
+                      tie_word_embeddings=tied)
     torch.manual_seed(seed)
     model = LlamaForCausalLM(cfg)
     model.save_pretrained(out, safe_serialization=True)

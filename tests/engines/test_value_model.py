@@ -103,3 +103,16 @@ async def test_lean_llama_matches_transformers_incrementally(engine_models):
         assert (out.double() - await vm.q_values(ctxs, 1.0)).abs().max() < 1e-4
     lean.free(slots[0])
     assert lean.alloc() == slots[0]
+
+
+async def test_lean_llama_unordered_and_gapped_slots(engine_models):
+    vm = TorchValueModel(engine_models.value_model, engine_models.base)
+    lean = LeanLlama(engine_models.value_model)
+    slots = [lean.alloc() for _ in range(5)]
+    use = [slots[4], slots[1], slots[3]]  # out of order, with gaps (0 and 2 unused)
+    ctxs = [[5, 6, 7], [8, 9], [10, 11, 12, 13]]
+    lean.extend(use, [0, 0, 0], ctxs)
+    news = [[1], [2], [3]]
+    out = lean.extend(use, [len(c) for c in ctxs], news)
+    want = await vm.q_values([c + n for c, n in zip(ctxs, news, strict=True)], 1.0)
+    assert (out.double() - want).abs().max() < 1e-4
