@@ -17,6 +17,8 @@ import uvicorn
 
 TOY_MODEL = "toy:vocab=8,len=4,seed=0"
 API_KEY = "sk-test-key"
+# An HTTP reward service that is not running (port 9, discard): every call fails fast.
+DOWN_REWARD = "http://127.0.0.1:9/score#timeout=0.5,retries=0"
 
 
 def free_port() -> int:
@@ -69,7 +71,8 @@ def start_server(config) -> LiveServer:
 def toy_config(**overrides):
     from server.config import ServerConfig
 
-    base = dict(model=TOY_MODEL, engine="toy", rewards={"toy": "toy:seed=0", "toy1": "toy:seed=1"},
+    base = dict(model=TOY_MODEL, engine="toy", rewards={"toy": "toy:seed=0", "toy1": "toy:seed=1",
+                         "down": DOWN_REWARD},
                 defaults={"reward": "toy", "value_model": "exact", "beta": 1.0},
                 limits={"max_n": 512, "max_particles": 32, "max_prompt_tokens": 16,
                         "max_concurrent_requests": 4, "max_queue": 4, "max_logprobs": -1})

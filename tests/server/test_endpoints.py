@@ -24,7 +24,7 @@ def test_health_ready_models(client, toy_server):
     models = client.models.list()
     assert [m.id for m in models.of_kind("base_model")] == [TOY_MODEL]
     assert [m.id for m in models.of_kind("value_model")] == ["exact"]
-    assert sorted(m.id for m in models.of_kind("reward")) == ["toy", "toy1"]
+    assert sorted(m.id for m in models.of_kind("reward")) == ["down", "toy", "toy1"]
     base = models.of_kind("base_model")[0]
     assert base.metadata["vocab_size"] == 8 and base.metadata["defaults"]["reward"] == "toy"
     assert "tilt:num_requests_running" in client.metrics()
@@ -113,7 +113,7 @@ def test_rewards_score(client):
 async def test_async_client(toy_server):
     async with AsyncTilt(toy_server.url) as c:
         assert await c.health() and await c.ready()
-        assert len((await c.models.list()).data) == 4
+        assert len((await c.models.list()).data) == 5
         full = await c.completions.create(PROMPT, max_tokens=4, seed=2,
                                           guidance={"method": "token"})
         stream = await c.completions.create(PROMPT, max_tokens=4, seed=2,

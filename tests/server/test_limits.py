@@ -9,7 +9,13 @@ import time
 import httpx
 import openai
 import pytest
-from tilt_client import AuthenticationError, BadRequestError, RateLimitError, Tilt
+from tilt_client import (
+    AuthenticationError,
+    BadRequestError,
+    RateLimitError,
+    Tilt,
+    UpstreamError,
+)
 
 from tests.server.live import metric
 
@@ -161,3 +167,30 @@ def test_metrics_move_as_expected(toy_server):
     assert d["tilt:particle_resamples_count"] == 2
     assert metric(url, "tilt:num_requests_running") == 0
     assert metric(url, "tilt:num_requests_waiting") == 0
+
+
+def test_unavailable_reward_service_is_502(toy_server):
+    with Tilt(toy_server.url, max_retries=0) as c:
+        with pytest.raises(UpstreamError) as err:
+            c.completions.create("<1>", max_tokens=2, guidance={"method": "importance",
+                                                                "reward": "down"})
+        assert err.value.status == 502 and err.value.param == "guidance.reward"
+        with pytest.raises(UpstreamError):
+            c.rewards.score("<1>", ["<2>"], reward="down")
+        assert c.completions.create("<1>", max_tokens=2).choices  # still serving
+
+
+def test_request_time_limit_is_504(long_server):
+    limits = long_server.service.config.limits
+    old, limits.request_timeout_s = limits.request_timeout_s, 0.2
+    try:
+        body = {k: v for k, v in LONG.items() if k != "stream"}
+        r = httpx.post(long_server.url + "/v1/completions", json=body, timeout=30)
+        assert r.status_code == 504 and r.json()["error"]["type"] == "timeout_error"
+        with httpx.stream("POST", long_server.url + "/v1/completions", json=LONG,
+                          timeout=30) as s:
+            events = [ln for ln in s.iter_lines() if ln.startswith("data:")]
+        assert "timeout_error" in events[-2] and events[-1] == "data: [DONE]"
+    finally:
+        limits.request_timeout_s = old
+    assert wait_for(lambda: metric(long_server.url, "tilt:num_requests_running") == 0)

@@ -87,6 +87,11 @@ async def test_sync_sdk_chat_and_rewards(vllm_server):
 
     def run() -> None:
         with Tilt(url) as c:
+            assert c.health() and c.ready() and "tilt:" in c.metrics()
+            assert len(c.models.list().data) == 3
+            chunks = list(c.completions.create(PROMPT, max_tokens=6, seed=3, stream=True,
+                                               guidance=Guidance(method="token")))
+            assert chunks[-1].choices[0].tilt.method == "token"
             chat = c.chat.completions.create([{"role": "user", "content": "Hello"}],
                                              max_tokens=6, seed=1, logprobs=True,
                                              top_logprobs=3)
@@ -111,6 +116,7 @@ async def test_sync_sdk_chat_and_rewards(vllm_server):
 async def test_openai_package(vllm_server):
     url, service = vllm_server
     oa = openai.AsyncOpenAI(base_url=url + "/v1", api_key="x", max_retries=0)
+    assert [m.id async for m in oa.models.list()][0] == service.model_name
     out = await oa.completions.create(model=service.model_name, prompt=PROMPT, max_tokens=6,
                                       seed=5, logprobs=2,
                                       extra_body={"guidance": {"method": "token"}})
