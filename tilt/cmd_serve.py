@@ -163,8 +163,9 @@ def serve(
     value_model: list[str] = typer.Option([], "--value-model", help="NAME=PATH (repeatable)."),
     reward: list[str] = typer.Option([], "--reward", help="NAME=SPEC (repeatable), e.g. vader=vader."),
     config: Path = typer.Option(None, "--config", help="YAML config file (flags override it)."),
-    host: str = typer.Option(None, "--host", help="Bind address (default 127.0.0.1)."),
-    port: int = typer.Option(None, "--port", help="Port (default 8000)."),
+    host: str = typer.Option(None, "--host", envvar="TILT_HOST",
+                             help="Bind address (default 127.0.0.1)."),
+    port: int = typer.Option(None, "--port", envvar="TILT_PORT", help="Port (default 8000)."),
     api_key: list[str] = typer.Option([], "--api-key", help="Accepted Bearer key (repeatable); "
                                       "also TILT_API_KEYS=k1,k2."),
     served_model_name: str = typer.Option(None, "--served-model-name"),
