@@ -78,7 +78,8 @@ async def run_throughput(engine: str = "vllm", model: str | None = None,
     base_dir = resolve_model_dir(model or DEMO_BASE)
     with tempfile.TemporaryDirectory(prefix="tilt-bench-") as tmp:
         vm_dir = value_model or str(build_bench_value_model(base_dir, Path(tmp) / "vm", fraction))
-        options.setdefault("max_num_seqs", max(concurrency, 1))
+        if engine == "vllm":
+            options.setdefault("max_num_seqs", max(concurrency, 1))
         options.setdefault("max_model_len", 512)
         handle = await open_engine(str(base_dir), engine=engine,
                                    value_models={"bench": vm_dir}, **options)

@@ -89,3 +89,23 @@ async def test_rejections(transformers_demo_engine, engine_models):
         await open_engine("/no/such/model", engine="transformers")
     with pytest.raises(ValueError, match="unknown engine"):
         await open_engine(str(engine_models.base), engine="tgi")
+
+
+async def test_cancellation_stops_the_loop(transformers_demo_engine, engine_models):
+    import asyncio
+
+    h = transformers_demo_engine
+    ids = h.codec.encode("A journey")
+    seen = asyncio.Event()
+
+    async def on_tokens(i, toks):
+        seen.set()
+
+    task = asyncio.create_task(h.lm.sample_blocks([ids] * 2, 300, SamplingParams(), [0, 1],
+                                                  None, on_tokens))
+    await asyncio.wait_for(seen.wait(), 30)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.sleep(0.2)
+    assert h.num_running() == 0
