@@ -17,8 +17,6 @@ from rich.table import Table
 
 from tilt.cli import app
 
-console = Console(stderr=True)
-
 
 def _floats(text: str, name: str) -> list[float]:
     try:
@@ -29,7 +27,7 @@ def _floats(text: str, name: str) -> list[float]:
 
 
 def _fail(msg: str) -> None:
-    console.print(f"[bold red]error:[/] {msg}")
+    typer.echo(f"error: {msg}", err=True)
     raise typer.Exit(code=2)
 
 

@@ -17,11 +17,9 @@ from rich.console import Console
 
 from tilt.cli import app
 
-console = Console(stderr=True)
-
 
 def fail(msg: str) -> None:
-    console.print(f"[bold red]error:[/] {msg}")
+    typer.echo(f"error: {msg}", err=True)
     raise typer.Exit(code=2)
 
 
@@ -52,6 +50,7 @@ def train(
     intermediate: int | None = typer.Option(None, help="value-model MLP width"),
     threads: int | None = typer.Option(None, help="torch CPU threads (0 = torch default)"),
     resume: bool = typer.Option(False, "--resume", help="reuse rollouts and continue from the checkpoint"),
+    stop_after: int | None = typer.Option(None, help="checkpoint and stop at this step (resume later)"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
 ) -> None:
     """Train a value model Q_theta so that softmax(l_ref + Q_theta/beta) ≈ pi*."""
@@ -68,7 +67,7 @@ def train(
     }.items() if v is not None}
     try:
         cfg = load_config(config, overrides)
-        summary = run_train(cfg, resume=resume, progress=not quiet)
+        summary = run_train(cfg, resume=resume, progress=not quiet, stop_after=stop_after)
     except ConfigError as exc:
         fail(str(exc))
     if summary:

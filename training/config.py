@@ -39,7 +39,8 @@ class TrainConfig:
                               give the log-mean-exp targets)
     steps, batch_size, lr     optimisation (AdamW, cosine decay, grad clip 1.0)
     eval_every, ckpt_every    periodic evaluation / checkpoint (steps)
-    hidden, layers, heads, intermediate   value-model architecture (Llama)
+    hidden, layers, heads, intermediate, tie_embeddings   value-model architecture (Llama;
+                              head_dim = hidden / heads must be 64 for vLLM's CPU attention)
     """
 
     model: str = "toy:vocab=8,len=4,seed=0"
@@ -65,6 +66,7 @@ class TrainConfig:
     layers: int = 2
     heads: int = 4
     intermediate: int = 128
+    tie_embeddings: bool = False
     val_fraction: float = 0.1
     temperature: float = 1.0
     threads: int = 1

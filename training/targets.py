@@ -59,17 +59,20 @@ def _logaddexp(a: float, b: float) -> float:
 
 
 def _path_index(prompt_ids: Sequence[Sequence[int]], rollouts: list[Rollout]
-                ) -> tuple[list[list[int]], list[int]]:
+                ) -> tuple[list[list[int]], list[int], list[int]]:
+    """(unique paths, path index of each rollout, prompt index of each path)."""
     seen: dict[tuple[int, ...], int] = {}
     paths: list[list[int]] = []
+    owner: list[int] = []
     idx = []
     for r in rollouts:
         key = tuple(prompt_ids[r.prompt]) + tuple(r.tokens)
         if key not in seen:
             seen[key] = len(paths)
             paths.append(list(key))
+            owner.append(r.prompt)
         idx.append(seen[key])
-    return paths, idx
+    return paths, idx, owner
 
 
 def _steps(r: Rollout, eos: int):
@@ -78,19 +81,41 @@ def _steps(r: Rollout, eos: int):
     yield len(r.tokens), eos
 
 
+def _spread(prompt_ids: Sequence[Sequence[int]], paths: list[list[int]], owner: list[int],
+            table: dict[tuple[int, tuple[int, ...], int], tuple[float, float]]) -> tuple:
+    """Entries for a per-(state, action) table {(prompt, prefix, a): (target, weight)}.
+
+    A state lies on several unique paths; its entries are repeated on each of them with the
+    weight split evenly, so every minibatch of paths sees the shallow states (the prompt) with
+    their share of the weight, instead of all of it once in a while (high-variance steps)."""
+    on_paths: dict[tuple[int, tuple[int, ...]], list[int]] = {}        # state -> paths holding it
+    for pi, (path, p) in enumerate(zip(paths, owner, strict=True)):
+        plen = len(prompt_ids[p])
+        for t in range(len(path) - plen + 1):
+            on_paths.setdefault((p, tuple(path[plen:plen + t])), []).append(pi)
+    rows, targets, weights = [], [], []
+    for (p, prefix, a), (target, weight) in table.items():
+        holders = on_paths[(p, prefix)]
+        j = len(prompt_ids[p]) + len(prefix)
+        for pi in holders:
+            rows.append((pi, j, a))
+            targets.append(target)
+            weights.append(weight / len(holders))
+    return (torch.tensor(rows, dtype=torch.long).reshape(-1, 3),
+            torch.tensor(targets, dtype=torch.float64), torch.tensor(weights, dtype=torch.float64))
+
+
 def soft_q_set(prompt_ids: Sequence[Sequence[int]], rollouts: list[Rollout], beta: float,
                eos: int) -> TrainSet:
-    """Monte-Carlo soft-Q targets beta·log-mean-exp(R/beta) over rollouts sharing s + a."""
-    paths, pidx = _path_index(prompt_ids, rollouts)
+    """Monte-Carlo soft-Q targets beta·log-mean-exp(R/beta) over rollouts sharing s + a,
+    weight n = the number of those rollouts."""
+    paths, _, owner = _path_index(prompt_ids, rollouts)
     stats: dict[tuple[int, tuple[int, ...], int], list[float]] = {}   # -> [n, logsumexp R/beta]
-    home: dict[tuple[int, tuple[int, ...]], int] = {}                 # state -> a path holding it
-    for r, pi in zip(rollouts, pidx, strict=True):
-        if not math.isfinite(r.reward) and r.reward > 0:
-            raise ValueError("rewards must be finite or -inf")
+    for r in rollouts:
+        if math.isnan(r.reward) or r.reward == math.inf:
+            raise ValueError(f"rewards must be finite or -inf, got {r.reward}")
         for t, a in _steps(r, eos):
-            state = (r.prompt, tuple(r.tokens[:t]))
-            home.setdefault(state, pi)
-            key = (*state, a)
+            key = (r.prompt, tuple(r.tokens[:t]), a)
             s = stats.get(key)
             x = r.reward / beta
             if s is None:
@@ -98,21 +123,17 @@ def soft_q_set(prompt_ids: Sequence[Sequence[int]], rollouts: list[Rollout], bet
             else:
                 s[0] += 1.0
                 s[1] = _logaddexp(s[1], x)
-    rows, targets, weights = [], [], []
-    for (p, prefix, a), (n, lse) in stats.items():
-        rows.append((home[(p, prefix)], len(prompt_ids[p]) + len(prefix), a))
-        targets.append(beta * (lse - math.log(n)))
-        weights.append(n)
-    tgt = torch.tensor(targets, dtype=torch.float64)
-    finite = torch.isfinite(tgt)  # a -inf target (hard constraint everywhere) cannot be regressed
-    return TrainSet(paths, torch.tensor(rows, dtype=torch.long)[finite], tgt[finite],
-                    torch.tensor(weights, dtype=torch.float64)[finite])
+    table = {k: (beta * (lse - math.log(n)), n) for k, (n, lse) in stats.items()
+             if lse > -math.inf}  # a -inf target (hard constraint everywhere) cannot be regressed
+    return TrainSet(paths, *_spread(prompt_ids, paths, owner, table))
 
 
 def iw_fkl_set(prompt_ids: Sequence[Sequence[int]], rollouts: list[Rollout], beta: float,
                eos: int, max_tokens: int) -> TrainSet:
-    """Self-normalised importance weights exp(R/beta) per group, one entry per sampled step."""
-    paths, pidx = _path_index(prompt_ids, rollouts)
+    """Self-normalised importance weights w_i = exp(R_i/beta) / sum_group exp(R/beta); the
+    weight of (s, a) is W(s, a) = sum of w_i over the rollouts that chose a at s (from where
+    their group was sampled on; the forced EOS at the cap is not a choice)."""
+    paths, _, owner = _path_index(prompt_ids, rollouts)
     groups: dict[int, list[int]] = {}
     for i, r in enumerate(rollouts):
         groups.setdefault(r.group, []).append(i)
@@ -121,16 +142,13 @@ def iw_fkl_set(prompt_ids: Sequence[Sequence[int]], rollouts: list[Rollout], bet
         logw = torch.tensor([rollouts[i].reward / beta for i in members], dtype=torch.float64)
         if torch.isfinite(logw).any():
             w[members] = torch.softmax(logw, dim=0)
-    rows, weights = [], []
-    for i, (r, pi) in enumerate(zip(rollouts, pidx, strict=True)):
-        if w[i] <= 0:
+    table: dict[tuple[int, tuple[int, ...], int], tuple[float, float]] = {}
+    for r, wi in zip(rollouts, w.tolist(), strict=True):
+        if wi <= 0:
             continue
-        plen = len(prompt_ids[r.prompt])
         for t, a in _steps(r, eos):
             if t < r.start or (t >= max_tokens and a == eos):   # before the branch / forced EOS
                 continue
-            rows.append((pi, plen + t, a))
-            weights.append(float(w[i]))
-    ent = torch.tensor(rows, dtype=torch.long).reshape(-1, 3)
-    return TrainSet(paths, ent, torch.zeros(len(rows), dtype=torch.float64),
-                    torch.tensor(weights, dtype=torch.float64), groups=len(groups))
+            key = (r.prompt, tuple(r.tokens[:t]), a)
+            table[key] = (0.0, table.get(key, (0.0, 0.0))[1] + wi)
+    return TrainSet(paths, *_spread(prompt_ids, paths, owner, table), groups=len(groups))

@@ -89,7 +89,7 @@ def maybe_init_distributed() -> bool:
 
 # ---- rollouts -----------------------------------------------------------------------------
 async def get_rollouts(cfg: TrainConfig, handle: Any, reward: Any, prompt_ids: list[list[int]],
-                       work: Path, resume: bool) -> list[Rollout]:
+                       work: Path, resume: bool, show: bool = True) -> list[Rollout]:
     """Collected (this rank's share, then all-gathered) or reloaded from train/rollouts.pt."""
     rank, size = world()
     path = work / "rollouts.pt"
@@ -100,7 +100,7 @@ async def get_rollouts(cfg: TrainConfig, handle: Any, reward: Any, prompt_ids: l
     mine = await collect_rollouts(handle.lm, reward, prompt_ids, rollouts=share,
                                   max_tokens=cfg.max_tokens, branch_points=cfg.branch_points,
                                   branches=cfg.branches, seed=cfg.seed * 1000 + rank,
-                                  temperature=cfg.temperature, progress=rank == 0)
+                                  temperature=cfg.temperature, progress=show and rank == 0)
     if size > 1:
         gathered: list[Any] = [None] * size
         dist.all_gather_object(gathered, [asdict(r) for r in mine])
@@ -290,30 +290,36 @@ def cosine(step: int, total: int, warmup: int) -> float:
 
 
 # ---- the loop ---------------------------------------------------------------------------------
-async def train_async(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> dict[str, Any]:
+async def train_async(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
+                      stop_after: int | None = None) -> dict[str, Any]:
     distributed = maybe_init_distributed()
     rank, size = world()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    if not progress:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
     seed_everything(cfg.seed + rank)
     out = Path(cfg.out)
     work = out / "train"
     work.mkdir(parents=True, exist_ok=True)
     handle, reward = await open_model_and_reward(cfg)
     try:
-        return await _train(cfg, handle, reward, out, work, resume, progress and rank == 0)
+        return await _train(cfg, handle, reward, out, work, resume, progress and rank == 0, stop_after)
     finally:
         await handle.aclose()
         if distributed:
             dist.destroy_process_group()
 
 
-async def _train(cfg, handle, reward, out: Path, work: Path, resume: bool, show: bool) -> dict[str, Any]:
+async def _train(cfg, handle, reward, out: Path, work: Path, resume: bool, show: bool,
+                 stop_after: int | None = None) -> dict[str, Any]:
     rank, size = world()
     prompt_ids = encode_prompts(handle, cfg.load_prompts())
     eos, vocab = handle.lm.eos_token_id, handle.lm.vocab_size
     t0 = time.time()
-    rollouts = await get_rollouts(cfg, handle, reward, prompt_ids, work, resume)
+    rollouts = await get_rollouts(cfg, handle, reward, prompt_ids, work, resume, show)
     t_roll = time.time() - t0
     full = build_set(cfg, prompt_ids, rollouts, eos)
     train_set, val_set = full.split(cfg.val_fraction, cfg.seed)
@@ -322,7 +328,7 @@ async def _train(cfg, handle, reward, out: Path, work: Path, resume: bool, show:
         base = BaseRows(handle, cfg)
         await base.prepare(full)
     model = vmodel.new_value_model(vocab, hidden=cfg.hidden, layers=cfg.layers, heads=cfg.heads,
-                                   intermediate=cfg.intermediate, seed=cfg.seed,
+                                   intermediate=cfg.intermediate, seed=cfg.seed, tie=cfg.tie_embeddings,
                                    max_positions=max(64, max(len(p) for p in full.paths) + 1))
     net = torch.nn.parallel.DistributedDataParallel(model) if size > 1 else model
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -355,7 +361,8 @@ async def _train(cfg, handle, reward, out: Path, work: Path, resume: bool, show:
     bar = tqdm(total=cfg.steps, initial=step, desc=f"train {cfg.objective}", disable=not show, unit="step")
     model.train()
     t1, running = time.time(), float("nan")
-    while step < cfg.steps:
+    last = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
+    while step < last:
         loss = batch_loss(net, batches.next(), cfg, base)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -371,9 +378,13 @@ async def _train(cfg, handle, reward, out: Path, work: Path, resume: bool, show:
             rec = await evaluate(step, running)
             bar.set_postfix({k: f"{v:.4f}" for k, v in rec.items()
                              if k in ("train_loss", "val_loss", "kl_theta_star")})
-        if rank == 0 and (step % cfg.ckpt_every == 0 or step == cfg.steps):
+        if rank == 0 and (step % cfg.ckpt_every == 0 or step == last):
             save_checkpoint(ckpt, model, opt, sched, step, batches, cfg)
     bar.close()
+    if step < cfg.steps:  # stopped early (--stop-after): the checkpoint is the result
+        if size > 1:
+            dist.barrier()
+        return {"stopped_at": step, "checkpoint": str(ckpt)} if rank == 0 else {}
     t_train = time.time() - t1
     summary: dict[str, Any] = {}
     if rank == 0:
@@ -395,6 +406,8 @@ async def _train(cfg, handle, reward, out: Path, work: Path, resume: bool, show:
     return summary
 
 
-def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Run training to completion; returns the summary (rank 0; {} on other ranks)."""
-    return asyncio.run(train_async(cfg, resume=resume, progress=progress))
+def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
+          stop_after: int | None = None) -> dict[str, Any]:
+    """Run training (to ``cfg.steps``, or checkpoint and stop at ``stop_after``); returns the
+    summary on rank 0 ({} on other ranks)."""
+    return asyncio.run(train_async(cfg, resume=resume, progress=progress, stop_after=stop_after))

@@ -1,0 +1,75 @@
+"""The objectives and their training sets on tiny hand-checked cases."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from training import objectives
+from training.rollouts import Rollout
+from training.targets import iw_fkl_set, soft_q_set
+
+EOS = 3
+
+
+def test_soft_q_loss_is_weighted_mse():
+    q = torch.tensor([1.0, 2.0, 0.0])
+    t = torch.tensor([0.0, 2.0, 1.0])
+    w = torch.tensor([1.0, 5.0, 2.0])
+    assert math.isclose(float(objectives.soft_q_loss(q, t, w)), (1 * 1 + 0 + 2 * 1) / 8)
+
+
+def test_iw_fkl_optimum_is_the_weighted_empirical_distribution():
+    """One state: minimising -sum w log softmax(l + q/beta)[a] gives softmax = weighted counts."""
+    base = torch.log_softmax(torch.tensor([[0.3, -1.0, 0.5, 0.0]]), dim=-1)
+    actions = torch.tensor([0, 1, 1, 2, 3])
+    w = torch.tensor([0.1, 0.2, 0.3, 0.15, 0.25])
+    q = torch.zeros(1, 4, requires_grad=True)
+    opt = torch.optim.LBFGS([q], max_iter=200, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = objectives.iw_fkl_loss(base.expand(5, 4), q.expand(5, 4), actions, w, beta=0.5)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    p = torch.softmax(base + q.detach() / 0.5, dim=-1)[0]
+    target = torch.tensor([0.1, 0.5, 0.15, 0.25])
+    assert torch.allclose(p, target, atol=1e-4)
+
+
+def test_soft_q_targets_are_log_mean_exp_over_rollouts_sharing_the_prefix():
+    beta = 0.5
+    rs = [Rollout(0, [1, 2], True, 0, 0, reward=1.0), Rollout(0, [1, 0], True, 0, 0, reward=-2.0),
+          Rollout(0, [1, 2], True, 0, 0, reward=1.0), Rollout(0, [2], False, 0, 0, reward=0.5)]
+    ts = soft_q_set([[0]], rs, beta, EOS)
+    got: dict = {}   # (state, action) -> (target, total weight over the paths holding it)
+    for (p, j, a), t, w in zip(ts.entries.tolist(), ts.targets.tolist(), ts.weights.tolist(), strict=True):
+        key = (tuple(ts.paths[p][:j]), a)
+        assert got.get(key, (t, 0))[0] == t
+        got[key] = (t, got.get(key, (t, 0.0))[1] + w)
+    lme = beta * math.log((2 * math.exp(1.0 / beta) + math.exp(-2.0 / beta)) / 3)
+    assert math.isclose(got[((0,), 1)][0], lme) and got[((0,), 1)][1] == 3
+    assert got[((0,), 2)] == (0.5, 1.0)
+    assert got[((0, 1), 2)] == (1.0, 2.0)          # Q(s, a) of a deterministic continuation
+    assert got[((0, 1, 2), EOS)] == (1.0, 2.0)     # Q(s, EOS) = R(s) exactly
+    assert len(ts.paths) == 3                      # duplicate rollouts share one path
+    # the prompt state lies on all 3 paths: its entries are spread over them
+    assert sum(1 for (p, j, a) in ts.entries.tolist() if j == 1 and a == 1) == 3
+
+
+def test_iw_fkl_weights_are_self_normalised_per_group():
+    rs = [Rollout(0, [1], True, 0, 0, reward=0.0), Rollout(0, [2], True, 0, 0, reward=math.log(3)),
+          Rollout(0, [1, 2], True, 1, 1, reward=5.0)]
+    ts = iw_fkl_set([[0]], rs, 1.0, EOS, max_tokens=3)
+    rows: dict = {}   # (state, action) -> total weight over the paths holding the state
+    for (p, j, a), w in zip(ts.entries.tolist(), ts.weights.tolist(), strict=True):
+        key = (tuple(ts.paths[p][:j]), a)
+        rows[key] = rows.get(key, 0.0) + w
+    assert math.isclose(rows[((0,), 1)], 0.25) and math.isclose(rows[((0,), 2)], 0.75)
+    assert math.isclose(rows[((0, 1), 2)], 1.0)    # a branch starts after its shared prefix
+    assert math.isclose(rows[((0, 1), EOS)], 0.25) and math.isclose(rows[((0, 1, 2), EOS)], 1.0)
+    # the branch rollout contributes nothing before its start: W((0,), 1) is rollout 0's alone
+    assert set(rows) == {((0,), 1), ((0,), 2), ((0, 1), EOS), ((0, 2), EOS), ((0, 1), 2), ((0, 1, 2), EOS)}
