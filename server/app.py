@@ -12,11 +12,11 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
 
 from server.auth import ApiKeyCheck
 from server.config import ServerConfig
-from server.errors import install_handlers
+from server.errors import TiltHTTPError, error_response, install_handlers
 from server.limits import Admission
 from server.routers import chat, completions, health, models, rewards
 from server.service import TiltService
@@ -53,16 +53,22 @@ def create_app(config: ServerConfig, service: TiltService | None = None) -> Fast
                   description="OpenAI-compatible sampling from energy-tilted LM distributions.")
     install_handlers(app)
 
+    keys = ApiKeyCheck(config.api_keys)
+
     @app.middleware("http")
-    async def count_errors(request: Request, call_next):  # noqa: ANN001, ANN202
-        response = await call_next(request)
+    async def guard_and_count(request: Request, call_next):  # noqa: ANN001, ANN202
+        """API keys on /v1/*, then count error responses by status."""
+        try:
+            if keys.guards(request.url.path):
+                keys.check(request)
+            response = await call_next(request)
+        except TiltHTTPError as exc:
+            response = error_response(exc)
         svc = getattr(app.state, "service", None)
         if response.status_code >= 400 and svc is not None:
             svc.metrics.errors.labels(svc.model_name, str(response.status_code)).inc()
         return response
 
-    guard = [Depends(ApiKeyCheck(config.api_keys))]
-    for module in (completions, chat, rewards, models):
-        app.include_router(module.router, dependencies=guard)
-    app.include_router(health.router)
+    for module in (completions, chat, rewards, models, health):
+        app.include_router(module.router)
     return app

@@ -22,14 +22,16 @@ def _matches(token: str, keys: list[bytes]) -> bool:
 
 
 class ApiKeyCheck:
-    """FastAPI dependency: 401 unless ``Authorization: Bearer <key>`` holds a valid key."""
+    """401 unless ``Authorization: Bearer <key>`` holds a valid key (checked in the app's
+    middleware, before the body is read, so unauthenticated requests learn nothing)."""
 
     def __init__(self, api_keys: list[str]):
         self._keys = [k.encode() for k in api_keys]
 
-    async def __call__(self, request: Request) -> None:
-        if not self._keys:
-            return
+    def guards(self, path: str) -> bool:
+        return bool(self._keys) and path.startswith("/v1/")
+
+    def check(self, request: Request) -> None:
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token or not _matches(token.strip(), self._keys):

@@ -112,6 +112,9 @@ def test_api_keys(keyed_server, caplog):
     body = {"prompt": "<1>", "max_tokens": 2}
     caplog.set_level(logging.DEBUG)
     assert httpx.post(url + "/v1/completions", json=body).status_code == 401
+    # checked before the body is read: bad JSON without a key is a 401 too
+    assert httpx.post(url + "/v1/completions", content=b"{oops",
+                      headers={"content-type": "application/json"}).status_code == 401
     wrong = httpx.post(url + "/v1/completions", json=body,
                        headers={"Authorization": "Bearer sk-wrong"})
     assert wrong.status_code == 401 and wrong.json()["error"]["code"] == "invalid_api_key"
