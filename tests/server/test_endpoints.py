@@ -167,3 +167,35 @@ def test_raw_sse_ends_with_done(toy_server):
                       json={"prompt": PROMPT, "stream": True, "seed": 0}) as r:
         lines = [ln for ln in r.iter_lines() if ln.startswith("data:")]
     assert lines[-1] == "data: [DONE]"
+
+
+def test_stop_strings_cut_text_streamed_and_not(client):
+    kw = dict(max_tokens=4, n=16, seed=21, return_token_ids=True)
+    free = client.completions.create(PROMPT, **kw)
+    cut = client.completions.create(PROMPT, stop=["<3>", "<5><"], **kw)
+    streamed = {i: ["", [], None] for i in range(16)}
+    for ch in client.completions.create(PROMPT, stop=["<3>", "<5><"], stream=True, **kw):
+        for c in ch.choices:
+            streamed[c.index][0] += c.text
+            streamed[c.index][1] += c.token_ids
+            streamed[c.index][2] = c.finish_reason or streamed[c.index][2]
+    hits = 0
+    for f, c in zip(free.choices, cut.choices, strict=True):
+        stops = [i for i in (f.text.find("<3>"), f.text.find("<5><")) if i >= 0]
+        if stops:
+            hits += 1
+            assert c.text == f.text[:min(stops)] and c.finish_reason == "stop"
+            assert f.token_ids[:len(c.token_ids)] == c.token_ids
+        else:
+            assert (c.text, c.finish_reason) == (f.text, f.finish_reason)
+        assert streamed[c.index] == [c.text, c.token_ids, c.finish_reason]
+    assert 0 < hits < 16
+
+
+def test_streamed_logprobs_come_with_the_final_chunk(client):
+    full = client.completions.create(PROMPT, max_tokens=4, seed=8, logprobs=3)
+    chunks = list(client.completions.create(PROMPT, max_tokens=4, seed=8, logprobs=3,
+                                            stream=True))
+    last = [c for ch in chunks for c in ch.choices if c.finish_reason][0]
+    assert last.logprobs.token_logprobs == full.choices[0].logprobs.token_logprobs
+    assert last.logprobs.top_logprobs == full.choices[0].logprobs.top_logprobs
