@@ -107,6 +107,12 @@ class LeanLlama:
         heapq.heappush(self._free, slot)
 
     @torch.inference_mode()
+    def copy_slot(self, src: int, dst: int, length: int) -> None:
+        """Copy the first ``length`` cached positions of slot ``src`` into slot ``dst``."""
+        self.k_cache[:, dst, :length] = self.k_cache[:, src, :length]
+        self.v_cache[:, dst, :length] = self.v_cache[:, src, :length]
+
+    @torch.inference_mode()
     def _grow(self, n_slots: int, capacity: int) -> None:
         shape = (self.n_layers, n_slots, capacity, self.n_kv, self.head_dim)
         k = torch.zeros(shape, device=self.device, dtype=self.dtype)

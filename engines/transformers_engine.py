@@ -153,8 +153,11 @@ class TransformersEngine:
     async def open(cls, model: str | Path, value_models: dict[str, str] | None = None, *,
                    name: str | None = None, device: str = "cpu", max_model_len: int = 1024,
                    max_tokens_cap: int | None = None, cache_entries: int = 1024,
-                   **unknown: Any) -> TransformersEngine:
-        """Load ``model`` (a local HF directory) and value models (name -> path)."""
+                   incremental_value_models: bool = True, **unknown: Any) -> TransformersEngine:
+        """Load ``model`` (a local HF directory) and value models (name -> path).
+
+        ``incremental_value_models=False`` evaluates Q with full transformers forwards (slow,
+        fully independent of the lean forward vLLM's guidance uses; tests compare against it)."""
         if unknown:
             raise ValueError(f"unknown option(s) for the transformers engine: {sorted(unknown)}")
         model_dir = Path(model)
@@ -167,7 +170,8 @@ class TransformersEngine:
         self.value_models = {}
         for vm_name, vm_path in (value_models or {}).items():
             check_value_model(vm_path, model_dir)
-            vm = TorchValueModel(vm_path, model_dir, device=device, name=vm_name)
+            vm = TorchValueModel(vm_path, model_dir, device=device, name=vm_name,
+                                 incremental=incremental_value_models)
             vm.native_name = vm_name  # sample_blocks applies it (token loop in this engine)
             self.value_models[vm_name] = vm
         self.lm = TransformersLM(model_dir, self.codec.eos_token_id, self.value_models,

@@ -32,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -178,19 +179,69 @@ def q_from_logits(logits: torch.Tensor, beta: float | torch.Tensor,
     return beta_t[..., 0] * torch.logsumexp(logp + atoms.to(logits) / beta_t, dim=-1)
 
 
+class PrefixKVCache:
+    """Incremental last-position logits over many growing contexts (particles).
+
+    Keeps up to ``max_entries`` contexts (LRU), each with a KV-cache slot of a ``LeanLlama``
+    holding exactly that context. A queried context whose parent (context minus its last
+    token) is kept takes over the parent's slot (the first child) or a copy of it (further
+    children, e.g. after resampling) and is extended by one token; others are computed from
+    scratch. All extensions of one call run batched.
+    """
+
+    def __init__(self, lean: Any, max_entries: int = 1024):
+        self.lean = lean
+        self.max_entries = max_entries
+        self.entries: OrderedDict[tuple[int, ...], tuple[int, torch.Tensor]] = OrderedDict()
+
+    def last_logits(self, contexts: Sequence[Sequence[int]]) -> torch.Tensor:
+        keys = [tuple(int(t) for t in c) for c in contexts]
+        rows: dict[tuple[int, ...], torch.Tensor] = {}
+        claimed: dict[tuple[int, ...], int] = {}  # parent -> its slot, taken over this call
+        plan: list[tuple[tuple[int, ...], int, int]] = []  # (key, slot, start)
+        for k in dict.fromkeys(keys):
+            if k in self.entries:
+                self.entries.move_to_end(k)
+                rows[k] = self.entries[k][1]
+                continue
+            parent = k[:-1]
+            if parent in self.entries:
+                slot = self.entries.pop(parent)[0]
+                claimed[parent] = slot
+                plan.append((k, slot, len(parent)))
+            elif parent in claimed:
+                slot = self.lean.alloc()
+                self.lean.copy_slot(claimed[parent], slot, len(parent))
+                plan.append((k, slot, len(parent)))
+            else:
+                plan.append((k, self.lean.alloc(), 0))
+        if plan:
+            out = self.lean.extend([s for _, s, _ in plan], [st for _, _, st in plan],
+                                   [k[st:] for k, _, st in plan]).cpu()
+            for (k, slot, _), row in zip(plan, out, strict=True):
+                rows[k] = row
+                self.entries[k] = (slot, row)
+        while len(self.entries) > self.max_entries:
+            _, (slot, _) = self.entries.popitem(last=False)
+            self.lean.free(slot)
+        return torch.stack([rows[k] for k in keys])
+
+
 class TorchValueModel:
     """``decoders.protocols.ValueModel`` over a transformers causal LM (plain torch, batched).
 
     q_values(contexts, beta) runs one right-padded forward over the batch (causal attention
     means pads after a context never affect its last position) and returns Q at each
-    context's last position as float64 [B, V].
+    context's last position as float64 [B, V]. Llama-architecture value models are
+    evaluated incrementally instead (``PrefixKVCache`` over the lean forward), so a particle
+    method that extends each context by one token per call pays for one token, not the prefix.
 
     An engine that applies the model natively sets the attribute ``native_name`` on the
     instance (``decoders.blocks`` routes guided sampling to the engine only then).
     """
 
     def __init__(self, path: str | Path, base_dir: str | Path | None = None, *,
-                 device: str = "cpu", name: str | None = None):
+                 device: str = "cpu", name: str | None = None, incremental: bool = True):
         from transformers import AutoModelForCausalLM
 
         self.path = Path(path)
@@ -203,6 +254,11 @@ class TorchValueModel:
         self.atoms = (None if self.manifest.atoms is None
                       else torch.tensor(self.manifest.atoms, dtype=torch.float32))
         self.num_parameters = sum(p.numel() for p in self.model.parameters())
+        self._prefix: PrefixKVCache | None = None
+        if incremental and self.model.config.model_type == "llama":
+            from engines.lean_llama import LeanLlama
+
+            self._prefix = PrefixKVCache(LeanLlama(self.path, device=self.device))
 
     def metadata(self) -> dict[str, Any]:
         m = self.manifest
@@ -225,5 +281,10 @@ class TorchValueModel:
     async def q_values(self, contexts: Sequence[Sequence[int]], beta: float) -> torch.Tensor:
         if len(contexts) == 0:
             return torch.empty(0, self.vocab_size, dtype=torch.float64)
-        q = q_from_logits(self.last_logits(contexts), beta, self.atoms)
+        for c in contexts:
+            if len(c) == 0:
+                raise ValueError("value model contexts must be non-empty")
+        logits = (self._prefix.last_logits(contexts) if self._prefix is not None
+                  else self.last_logits(contexts))
+        q = q_from_logits(logits, beta, self.atoms)
         return q.double()

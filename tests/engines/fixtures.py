@@ -5,7 +5,8 @@ plugin from tests/conftest.py).
                             exists), value_model ("test-vm", random Llama, small), other_vm (a
                             value model for another tokenizer), tiny_base
     vllm_demo_engine        ONE vLLM engine per session on engine_models.base with "test-vm"
-    transformers_demo_engine  the reference engine on the same model and value model
+    transformers_demo_engine  the reference engine on the same model and value model (Q by
+                            full transformers forwards: independent of vLLM's lean forward)
 """
 
 from __future__ import annotations
@@ -64,6 +65,6 @@ async def transformers_demo_engine(engine_models):
 
     handle = await open_engine(str(engine_models.base), engine="transformers",
                                value_models={VALUE_MODEL_NAME: str(engine_models.value_model)},
-                               max_model_len=512)
+                               max_model_len=512, incremental_value_models=False)
     yield handle
     await handle.aclose()

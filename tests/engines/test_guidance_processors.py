@@ -32,7 +32,7 @@ def _sp(beta=None):
 
 @pytest.fixture(scope="module")
 def ref_vm(engine_models):
-    return TorchValueModel(engine_models.value_model, engine_models.base)
+    return TorchValueModel(engine_models.value_model, engine_models.base, incremental=False)
 
 
 async def _expected(ref_vm, logits, contexts, betas):
@@ -153,7 +153,7 @@ async def test_runtime_distributional_value_model(tmp_path, engine_models):
 
     vm_dir = build_random_value_model(tmp_path / "dist", engine_models.base,
                                       atoms=[-1.0, 0.0, 1.0], init=0.2)
-    ref = TorchValueModel(vm_dir, engine_models.base)
+    ref = TorchValueModel(vm_dir, engine_models.base, incremental=False)
     rt = GuidanceRuntime({"d": str(vm_dir)})
     seqs = [rt.start("d", 0.5), rt.start("d", 2.0)]
     ctxs = [[5, 6, 7], [8, 9]]

@@ -89,7 +89,7 @@ def test_distributional_q_formula():
 
 
 async def test_lean_llama_matches_transformers_incrementally(engine_models):
-    vm = TorchValueModel(engine_models.value_model, engine_models.base)
+    vm = TorchValueModel(engine_models.value_model, engine_models.base, incremental=False)
     lean = LeanLlama(engine_models.value_model)
     slots = [lean.alloc() for _ in CTXS]
     ctxs = [list(c) for c in CTXS]
@@ -106,7 +106,7 @@ async def test_lean_llama_matches_transformers_incrementally(engine_models):
 
 
 async def test_lean_llama_unordered_and_gapped_slots(engine_models):
-    vm = TorchValueModel(engine_models.value_model, engine_models.base)
+    vm = TorchValueModel(engine_models.value_model, engine_models.base, incremental=False)
     lean = LeanLlama(engine_models.value_model)
     slots = [lean.alloc() for _ in range(5)]
     use = [slots[4], slots[1], slots[3]]  # out of order, with gaps (0 and 2 unused)
@@ -116,3 +116,18 @@ async def test_lean_llama_unordered_and_gapped_slots(engine_models):
     out = lean.extend(use, [len(c) for c in ctxs], news)
     want = await vm.q_values([c + n for c, n in zip(ctxs, news, strict=True)], 1.0)
     assert (out.double() - want).abs().max() < 1e-4
+
+
+async def test_incremental_q_values_with_forks_match_full_forward(engine_models):
+    """Particles grow by one token per call and get duplicated (resampling): the prefix-cached
+    Q equals a full forward each time."""
+    inc = TorchValueModel(engine_models.value_model, engine_models.base)
+    full = TorchValueModel(engine_models.value_model, engine_models.base, incremental=False)
+    assert inc._prefix is not None
+    particles = [[5, 6, 7], [8, 9], [5, 6, 7]]
+    for step in range(4):
+        q = await inc.q_values(particles, 0.5)
+        assert (q - await full.q_values(particles, 0.5)).abs().max() < 1e-4, step
+        # resample: particle 0 duplicated into 1, then every particle grows by one token
+        particles = [particles[0], list(particles[0]), particles[2]]
+        particles = [p + [20 + step + i] for i, p in enumerate(particles)]
