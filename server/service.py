@@ -220,6 +220,8 @@ class TiltService:
                 raise bad_request(f"'{param}' holds token ids outside [0, {vocab}) or EOS "
                                   f"({eos}): {bad[:5]}", param)
             ids = list(prompt)
+        if not ids and param == "prompt":
+            raise bad_request("'prompt' is empty (as in vLLM, a prompt needs a token)", param)
         self.check_prompt_len(ids, param)
         return ids
 

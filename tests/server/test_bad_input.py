@@ -28,6 +28,8 @@ CASES = [
     ("completions", {"prompt": list(range(7)) * 3}, 400, "prompt"),
     ("completions", {"prompt": [1, 99]}, 400, "prompt"),
     ("completions", {"prompt": "not toy text"}, 400, "prompt"),
+    ("completions", {"prompt": ""}, 400, "prompt"),
+    ("completions", {"prompt": []}, 400, "prompt"),
     ("completions", {"prompt": P, "logprobs": 9}, 400, "logprobs"),
     ("completions", {"prompt": P, "stop": ["a", "b", "c", "d", "e"]}, 400, "stop"),
     ("completions", {"prompt": P, "n": "three"}, 400, "n"),
