@@ -59,10 +59,20 @@ def demo_value_models() -> dict[str, str]:
     return found
 
 
+def _max_positions(model_dir: Path) -> int | None:
+    try:
+        return int(json.loads((model_dir / "config.json").read_text())["max_position_embeddings"])
+    except (OSError, KeyError, ValueError, TypeError):
+        return None
+
+
 def demo_config() -> dict[str, Any]:
     """What ``tilt serve`` with no model serves: the demo base on vLLM, the bundled value
     models and the VADER reward, each only if it is there (say so otherwise)."""
     cfg: dict[str, Any] = {"model": str(DEMO_BASE), "engine": "vllm"}
+    positions = _max_positions(DEMO_BASE)
+    if positions:  # the engine's default context may be longer than the demo model's
+        cfg["engine_options"] = {"max_model_len": min(positions, 1024)}
     if not (DEMO_BASE / "config.json").exists():
         log.warning("bundled demo model %s is missing (build it with scripts/"
                     "build_demo_base.py); serving the toy model instead", DEMO_BASE)

@@ -53,9 +53,10 @@ def test_make_serve_answers_a_completion():
                 "guidance": {"method": "token"}})
             assert g.status_code == 200 and g.json()["choices"][0]["tilt"]["reward"] is not None
     finally:
-        os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGINT)  # make and the server it started
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
