@@ -47,15 +47,17 @@ def _option_value(text: str) -> Any:
         return text
 
 
-def demo_value_models() -> dict[str, str]:
-    """Bundled value models: tilt/assets/*/tilt.json with format tilt-value-model."""
+def demo_value_models() -> dict[str, dict[str, Any]]:
+    """Bundled value models: name (directory) -> manifest, for tilt/assets/*/tilt.json with
+    format tilt-value-model (the manifest's ``path`` is added)."""
     found = {}
     for manifest in sorted(ASSETS.glob("*/tilt.json")):
         try:
-            if json.loads(manifest.read_text()).get("format") == "tilt-value-model":
-                found[manifest.parent.name.removeprefix("demo-")] = str(manifest.parent)
+            data = json.loads(manifest.read_text())
         except (OSError, json.JSONDecodeError):
             continue
+        if isinstance(data, dict) and data.get("format") == "tilt-value-model":
+            found[manifest.parent.name] = {**data, "path": str(manifest.parent)}
     return found
 
 
@@ -81,8 +83,13 @@ def demo_config() -> dict[str, Any]:
         return cfg
     vms = demo_value_models()
     if vms:
-        cfg["value_models"] = vms
-        cfg["defaults"] = {"value_model": next(iter(vms))}
+        name, manifest = next(iter(vms.items()))
+        cfg["value_models"] = {k: v["path"] for k, v in vms.items()}
+        cfg["defaults"] = {"value_model": name}
+        if isinstance(manifest.get("beta"), (int, float)) and manifest["beta"] > 0:
+            cfg["defaults"]["beta"] = float(manifest["beta"])  # the beta it was trained at
+        log.info("default value model %s (reward %s, beta %s)", name, manifest.get("reward"),
+                 manifest.get("beta"))
     else:
         log.warning("no bundled value model found under %s; guided methods that need one "
                     "(token, smc, blockwise) will answer 400 until one is configured", ASSETS)

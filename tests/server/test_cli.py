@@ -74,3 +74,24 @@ def test_tilt_serve_starts_and_answers(tmp_path):
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 0
+
+
+def test_demo_config_uses_bundled_value_model_and_its_beta(tmp_path, monkeypatch):
+    import json
+
+    import tilt.cmd_serve as cmd
+
+    (tmp_path / "demo-base").mkdir()
+    (tmp_path / "demo-base" / "config.json").write_text(json.dumps(
+        {"max_position_embeddings": 512}))
+    (tmp_path / "demo-value").mkdir()
+    (tmp_path / "demo-value" / "tilt.json").write_text(json.dumps(
+        {"format": "tilt-value-model", "reward": "vader", "beta": 0.1}))
+    monkeypatch.setattr(cmd, "ASSETS", tmp_path)
+    monkeypatch.setattr(cmd, "DEMO_BASE", tmp_path / "demo-base")
+    cfg = cmd.demo_config()
+    assert cfg["engine"] == "vllm" and cfg["engine_options"] == {"max_model_len": 512}
+    assert cfg["value_models"] == {"demo-value": str(tmp_path / "demo-value")}
+    assert cfg["defaults"] == {"value_model": "demo-value", "beta": 0.1, "reward": "vader"}
+    monkeypatch.setattr(cmd, "DEMO_BASE", tmp_path / "missing")
+    assert cmd.demo_config()["model"].startswith("toy:")  # falls back, with a warning
