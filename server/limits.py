@@ -70,6 +70,13 @@ class Admission:
             self._publish()
 
 
+class ClientDisconnected(TiltHTTPError):
+    """The client hung up; answered with 499 (nobody reads it) after the work is cancelled."""
+
+    def __init__(self) -> None:
+        super().__init__(499, "client closed the request", code="client_disconnected")
+
+
 async def _wait_disconnect(request: Request) -> None:
     """Return when the client hangs up (the body has already been read)."""
     while True:
@@ -80,7 +87,7 @@ async def _wait_disconnect(request: Request) -> None:
 
 async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
     """Run ``work``; if the client disconnects first, cancel it (aborting engine requests)
-    and raise ``asyncio.CancelledError``. Same idea as vLLM's ``with_cancellation``."""
+    and raise ``ClientDisconnected``. Same idea as vLLM's ``with_cancellation``."""
     task = asyncio.ensure_future(work)
     watcher = asyncio.ensure_future(_wait_disconnect(request))
     try:
@@ -93,5 +100,5 @@ async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
     if task not in done:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-        raise asyncio.CancelledError("client disconnected")
+        raise ClientDisconnected()
     return task.result()

@@ -16,7 +16,7 @@ from sse_starlette.sse import EventSourceResponse
 from starlette.requests import Request
 
 from server.errors import TiltHTTPError, error_body
-from server.limits import Admission, cancel_on_disconnect
+from server.limits import Admission, ClientDisconnected, cancel_on_disconnect
 from server.metrics import RequestTimer
 from server.schemas import (
     ChatCompletionRequest,
@@ -62,7 +62,7 @@ class Serving:
             except asyncio.TimeoutError as exc:
                 raise TiltHTTPError(504, f"request ran past the server's limit of {limit} s",
                                     code="timeout") from exc
-            except asyncio.CancelledError:
+            except ClientDisconnected:
                 self.service.metrics.aborted.labels(self.service.model_name).inc()
                 raise
             choices = [self.service.finalize(i, s, plan) for i, s in enumerate(samples)]

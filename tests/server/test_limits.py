@@ -55,10 +55,12 @@ def test_cancelled_stream_leaves_nothing_running(long_server):
 
 def test_disconnect_aborts_non_streamed_request(long_server):
     url, lm = long_server.url, long_server.service.handle.lm
+    aborted = metric(url, "tilt:requests_aborted_total")
     body = {k: v for k, v in LONG.items() if k != "stream"}
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(url + "/v1/completions", json=body, timeout=0.4)  # the client gives up
     assert wait_for(lambda: metric(url, "tilt:num_requests_running") == 0)
+    assert wait_for(lambda: metric(url, "tilt:requests_aborted_total") == aborted + 1)
     calls = lm.calls
     time.sleep(0.3)
     assert lm.calls == calls  # the sampler was cancelled, not left running
