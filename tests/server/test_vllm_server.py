@@ -62,6 +62,14 @@ async def test_models_health_metrics(vllm_server):
         assert [m.kind for m in models.data] == ["base_model", "value_model", "reward"]
         assert models.data[0].metadata["engine"] == "vllm"
         assert "tilt:engine_requests_running" in await c.metrics()
+        chat = await c.chat.completions.create([{"role": "user", "content": "Hello"}],
+                                               max_tokens=5, seed=4)
+        stream = await c.chat.completions.create([{"role": "user", "content": "Hello"}],
+                                                 max_tokens=5, seed=4, stream=True)
+        text = "".join([ch.choices[0].delta.content or "" async for ch in stream])
+        assert text == chat.choices[0].message.content
+        scores = await c.rewards.score("Review:", ["I love it"])
+        assert scores.scores[0] > 0
 
 
 async def test_guided_completion_stream_agrees(vllm_server):
