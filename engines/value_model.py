@@ -189,7 +189,7 @@ class PrefixKVCache:
     scratch. All extensions of one call run batched.
     """
 
-    def __init__(self, lean: Any, max_entries: int = 1024):
+    def __init__(self, lean: Any, max_entries: int = 256):
         self.lean = lean
         self.max_entries = max_entries
         self.entries: OrderedDict[tuple[int, ...], tuple[int, torch.Tensor]] = OrderedDict()
@@ -241,7 +241,8 @@ class TorchValueModel:
     """
 
     def __init__(self, path: str | Path, base_dir: str | Path | None = None, *,
-                 device: str = "cpu", name: str | None = None, incremental: bool = True):
+                 device: str = "cpu", name: str | None = None, incremental: bool = True,
+                 max_cached_contexts: int = 256):
         from transformers import AutoModelForCausalLM
 
         self.path = Path(path)
@@ -258,7 +259,8 @@ class TorchValueModel:
         if incremental and self.model.config.model_type == "llama":
             from engines.lean_llama import LeanLlama
 
-            self._prefix = PrefixKVCache(LeanLlama(self.path, device=self.device))
+            self._prefix = PrefixKVCache(LeanLlama(self.path, device=self.device),
+                                         max_entries=max_cached_contexts)
 
     def metadata(self) -> dict[str, Any]:
         m = self.manifest

@@ -2,9 +2,11 @@
 plugin from tests/conftest.py).
 
     engine_models           paths: base (the demo model, or a tiny random Llama until it
-                            exists), value_model ("test-vm", random Llama, small), other_vm (a
-                            value model for another tokenizer), tiny_base
+                            exists), value_model ("test-vm", random Llama, small), dist_vm
+                            ("test-vm-dist", distributional, atoms -1/0/1), other_vm (a value
+                            model for another tokenizer), tiny_base
     vllm_demo_engine        ONE vLLM engine per session on engine_models.base with "test-vm"
+                            and "test-vm-dist" registered
     transformers_demo_engine  the reference engine on the same model and value model (Q by
                             full transformers forwards: independent of vLLM's lean forward)
 """
@@ -20,6 +22,7 @@ import pytest_asyncio
 from engines.loader import DEMO_BASE, REPO
 
 VALUE_MODEL_NAME = "test-vm"
+DIST_VALUE_MODEL_NAME = "test-vm-dist"  # distributional (atoms)
 
 
 def demo_base_dir() -> Path | None:
@@ -41,11 +44,19 @@ def engine_models(tmp_path_factory) -> SimpleNamespace:
     base = demo_base_dir() or tiny
     vm = build_random_value_model(root / "vm", base, hidden=64, layers=1, heads=1,
                                   intermediate=128, init=0.05, beta=1.0)
+    dist_vm = build_random_value_model(root / "dist-vm", base, hidden=64, layers=1, heads=1,
+                                       intermediate=128, init=0.2, atoms=[-1.0, 0.0, 1.0])
     other_tok = build_tiny_tokenizer(root / "other-tok", vocab_size=320)
     other_base = build_random_llama(root / "other-base", other_tok, hidden=64, heads=1)
     other_vm = build_random_value_model(root / "other-vm", other_base, hidden=64, heads=1)
     return SimpleNamespace(base=Path(base), tiny_base=tiny, value_model=vm, other_vm=other_vm,
-                           vm_name=VALUE_MODEL_NAME)
+                           vm_name=VALUE_MODEL_NAME, dist_vm=dist_vm,
+                           dist_vm_name=DIST_VALUE_MODEL_NAME)
+
+
+def _value_models(engine_models) -> dict[str, str]:
+    return {VALUE_MODEL_NAME: str(engine_models.value_model),
+            DIST_VALUE_MODEL_NAME: str(engine_models.dist_vm)}
 
 
 @pytest_asyncio.fixture(scope="session")
@@ -53,7 +64,7 @@ async def vllm_demo_engine(engine_models):
     from engines.loader import open_engine
 
     handle = await open_engine(str(engine_models.base), engine="vllm",
-                               value_models={VALUE_MODEL_NAME: str(engine_models.value_model)},
+                               value_models=_value_models(engine_models),
                                max_model_len=512, max_num_seqs=32)
     yield handle
     await handle.aclose()
@@ -64,7 +75,7 @@ async def transformers_demo_engine(engine_models):
     from engines.loader import open_engine
 
     handle = await open_engine(str(engine_models.base), engine="transformers",
-                               value_models={VALUE_MODEL_NAME: str(engine_models.value_model)},
+                               value_models=_value_models(engine_models),
                                max_model_len=512, incremental_value_models=False)
     yield handle
     await handle.aclose()

@@ -88,6 +88,21 @@ async def test_same_guided_distribution_as_transformers(vllm_demo_engine, transf
     assert (v - t).abs().max() < TOL
 
 
+async def test_distributional_value_model_same_as_transformers(vllm_demo_engine,
+                                                               transformers_demo_engine,
+                                                               engine_models):
+    """Q = beta log E_p[exp(z/beta)] depends on beta: both engines agree at two betas."""
+    ids = vllm_demo_engine.codec.encode("Once upon a time")
+    rows = []
+    for beta in (0.5, 2.0):
+        g = Guidance(engine_models.dist_vm_name, beta)
+        v, t = await asyncio.gather(vllm_demo_engine.lm.guided_logprobs([ids], g),
+                                    transformers_demo_engine.lm.guided_logprobs([ids], g))
+        assert (v - t).abs().max() < TOL
+        rows.append(v)
+    assert (rows[0] - rows[1]).abs().max() > 10 * TOL
+
+
 async def test_guided_blocks_report_proposal_and_base(vllm_demo_engine, engine_models):
     h = vllm_demo_engine
     ids = h.codec.encode("Good things come")
