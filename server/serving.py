@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from typing import Any
@@ -27,6 +28,7 @@ from server.schemas import (
 )
 from server.service import Choice, Plan, StreamEvent, TiltService
 
+log = logging.getLogger("tilt.server")
 ChunkFn = Callable[[StreamEvent, bool], dict[str, Any]]
 
 
@@ -104,6 +106,9 @@ class Serving:
             except (asyncio.CancelledError, GeneratorExit):  # the client hung up
                 service.metrics.aborted.labels(service.model_name).inc()
                 raise
+            except Exception as exc:  # noqa: BLE001 - reported in the stream, then [DONE]
+                log.exception("stream failed")
+                yield {"data": json.dumps(error_body(500, f"internal error: {type(exc).__name__}"))}
             yield {"data": "[DONE]"}
 
         return EventSourceResponse(events(), ping=15)
