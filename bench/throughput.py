@@ -80,7 +80,6 @@ async def run_throughput(engine: str = "vllm", model: str | None = None,
         vm_dir = value_model or str(build_bench_value_model(base_dir, Path(tmp) / "vm", fraction))
         if engine == "vllm":
             options.setdefault("max_num_seqs", max(concurrency, 1))
-        options.setdefault("max_model_len", 512)
         handle = await open_engine(str(base_dir), engine=engine,
                                    value_models={"bench": vm_dir}, **options)
         try:

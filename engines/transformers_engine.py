@@ -151,7 +151,7 @@ class TransformersEngine:
 
     @classmethod
     async def open(cls, model: str | Path, value_models: dict[str, str] | None = None, *,
-                   name: str | None = None, device: str = "cpu", max_model_len: int = 1024,
+                   name: str | None = None, device: str = "cpu", max_model_len: int | None = None,
                    max_tokens_cap: int | None = None, cache_entries: int = 1024,
                    incremental_value_models: bool = True, **unknown: Any) -> TransformersEngine:
         """Load ``model`` (a local HF directory) and value models (name -> path).
@@ -167,6 +167,8 @@ class TransformersEngine:
         self.model_dir = model_dir
         self.name = name or model_dir.name
         self.codec = HFCodec(model_dir)
+        cfg = json.loads((model_dir / "config.json").read_text())
+        max_model_len = max_model_len or int(cfg.get("max_position_embeddings") or 2048)
         self.value_models = {}
         for vm_name, vm_path in (value_models or {}).items():
             check_value_model(vm_path, model_dir)
@@ -180,7 +182,6 @@ class TransformersEngine:
         self.max_model_len = max_model_len
         self.max_tokens_cap = max_tokens_cap or max_model_len
         self.num_parameters = sum(p.numel() for p in self.lm.model.parameters())
-        cfg = json.loads((model_dir / "config.json").read_text())
         self._arch = cfg.get("model_type")
         return self
 

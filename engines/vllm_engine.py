@@ -235,15 +235,20 @@ class VllmEngine:
 
     @classmethod
     async def open(cls, model: str | Path, value_models: dict[str, str] | None = None, *,
-                   name: str | None = None, max_model_len: int = 1024, max_num_seqs: int = 64,
+                   name: str | None = None, max_model_len: int | None = None,
+                   max_num_seqs: int = 64,
                    kv_cache_gib: int = 1, gpu_memory_utilization: float = 0.85,
-                   enforce_eager: bool | None = None, dtype: str = "float32", seed: int = 0,
+                   enforce_eager: bool | None = None, dtype: str | None = None, seed: int = 0,
                    max_tokens_cap: int | None = None, warmup: bool = True,
                    **engine_kwargs: Any) -> VllmEngine:
         """Start vLLM on ``model`` (a local HF directory) with value models (name -> path).
 
         Value models are checked against the base tokenizer before the engine starts
-        (``ValueModelError``). Extra keyword arguments go to ``AsyncEngineArgs``."""
+        (``ValueModelError``). ``dtype`` defaults to float32 on CPU (exact log-probs) and the
+        model's own dtype on GPU; ``enforce_eager`` to True on CPU (fast start);
+        ``max_model_len`` to the model's own limit. Extra keyword
+        arguments (e.g. ``tensor_parallel_size``) go to ``AsyncEngineArgs``; unknown ones raise
+        ValueError."""
         model_dir = Path(model)
         if not (model_dir / "config.json").is_file():
             raise ValueError(f"model {str(model)!r} is not a Hugging Face model directory")
@@ -262,14 +267,14 @@ class VllmEngine:
                 vm.native_name = vm_name
                 native[vm_name] = str(Path(vm_path).resolve())
             self.value_models[vm_name] = vm
-        self.engine = self._start(model_dir, native, max_model_len=max_model_len,
+        self.engine, vllm_config = self._start(model_dir, native, max_model_len=max_model_len,
                                   max_num_seqs=max_num_seqs, kv_cache_gib=kv_cache_gib,
                                   gpu_memory_utilization=gpu_memory_utilization,
                                   enforce_eager=enforce_eager, dtype=dtype, seed=seed,
                                   **engine_kwargs)
-        self.max_model_len = max_model_len
-        self.max_tokens_cap = max_tokens_cap or max_model_len
-        self.lm = VllmLM(self.engine, vocab, self.codec.eos_token_id, max_model_len,
+        self.max_model_len = int(vllm_config.model_config.max_model_len)
+        self.max_tokens_cap = max_tokens_cap or self.max_model_len
+        self.lm = VllmLM(self.engine, vocab, self.codec.eos_token_id, self.max_model_len,
                          self.value_models)
         self.num_parameters = _count_parameters(model_dir)
         if warmup:
@@ -283,9 +288,9 @@ class VllmEngine:
         await self.lm.sample_blocks([ctx, ctx], 2, SamplingParams(temperature=0.5), [0, None])
 
     @staticmethod
-    def _start(model_dir: Path, native: dict[str, str], *, max_model_len: int,
+    def _start(model_dir: Path, native: dict[str, str], *, max_model_len: int | None,
                max_num_seqs: int, kv_cache_gib: int, gpu_memory_utilization: float,
-               enforce_eager: bool | None, dtype: str, seed: int, **kw: Any) -> Any:
+               enforce_eager: bool | None, dtype: str | None, seed: int, **kw: Any) -> Any:
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.platforms import current_platform
         from vllm.v1.engine.async_llm import AsyncLLM
@@ -299,7 +304,8 @@ class VllmEngine:
         if unknown:
             raise ValueError(f"unknown option(s) for the vLLM engine: {sorted(unknown)}")
         args = AsyncEngineArgs(
-            model=str(model_dir), tokenizer=str(model_dir), dtype=dtype, seed=seed,
+            model=str(model_dir), tokenizer=str(model_dir), seed=seed,
+            dtype=dtype or ("float32" if on_cpu else "auto"),
             max_model_len=max_model_len, max_num_seqs=max_num_seqs,
             enable_prefix_caching=True, max_logprobs=-1, logprobs_mode="processed_logprobs",
             logits_processors=[V1_PROCESSOR], additional_config={CONFIG_KEY: native},
@@ -308,7 +314,7 @@ class VllmEngine:
         vllm_config = args.create_engine_config()
         if vllm_config.use_v2_model_runner:
             vllm_config.model_config.logits_processors = [V2_PROCESSOR]
-        return AsyncLLM.from_vllm_config(vllm_config, disable_log_stats=True)
+        return AsyncLLM.from_vllm_config(vllm_config, disable_log_stats=True), vllm_config
 
     def num_running(self) -> int:
         return 0 if self.engine is None else int(self.engine.get_num_unfinished_requests())
