@@ -63,7 +63,7 @@ class TiltGuidanceLogitsProcessorV2(LogitsProcessor):
         rows = [r for r, slot in enumerate(mapping) if slot in self.slots]
         if not rows:
             return logits
-        pos = ctx.pos.tolist()
+        pos, inp = ctx.pos.tolist(), ctx.input_ids.tolist()  # one device sync each
         tokens = self.req_states.all_token_ids.gpu
         seqs, news = [], []
         for r in rows:
@@ -73,8 +73,9 @@ class TiltGuidanceLogitsProcessorV2(LogitsProcessor):
                 seq.fed, seq.last = 0, None
             if p + 1 == seq.fed:  # same position as last step: reuse the row
                 new: list[int] = []
-            else:
-                new = tokens[mapping[r], seq.fed:p].tolist() + [int(ctx.input_ids[r])]
+            else:  # committed history the value model lacks (only on prefill), then this token
+                hist = tokens[mapping[r], seq.fed:p].tolist() if seq.fed < p else []
+                new = hist + [int(inp[r])]
             seqs.append(seq)
             news.append(new)
         corr = self.runtime.corrections(seqs, news).to(device=logits.device, dtype=logits.dtype)
