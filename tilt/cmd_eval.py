@@ -9,6 +9,7 @@ A bad model, value model, reward or prompt file exits with code 2 and a one-line
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import typer
@@ -49,6 +50,7 @@ def eval_cmd(
     candidates: int = typer.Option(4, help="blockwise K"),
     methods: str = typer.Option("base,token,best_of_n,importance,smc,blockwise", help="methods to run"),
     seed: int = typer.Option(0, help="seed"),
+    engine_options: str = typer.Option("{}", help='JSON options for the engine, e.g. \'{"max_num_seqs": 256}\''),
     title: str = typer.Option("", help="plot title"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
 ) -> None:
@@ -62,11 +64,17 @@ def eval_cmd(
     if not lines:
         _fail(f"prompt file {prompts} has no prompts")
     bests = [int(x) for x in _floats(best_of, "best-of")]
+    try:
+        options = json.loads(engine_options)
+    except json.JSONDecodeError as exc:
+        _fail(f"--engine-options must be a JSON object: {exc}")
+    if not isinstance(options, dict):
+        _fail("--engine-options must be a JSON object")
     cfg = EvalConfig(model=model, reward=reward, prompts=lines, value=value, engine=engine,
                      max_tokens=max_tokens, n=n, betas=_floats(betas, "betas"), best_of=bests,
                      particles=particles, particle_beta=particle_beta, block_size=block_size,
                      candidates=candidates, methods=[m.strip() for m in methods.split(",") if m.strip()],
-                     seed=seed, out=str(out))
+                     seed=seed, out=str(out), engine_options=options)
     try:
         result = evaluate(cfg, progress=not quiet)
     except (ConfigError, ValueError) as exc:

@@ -81,6 +81,7 @@ class EvalConfig:
     methods: list[str] = field(default_factory=lambda: list(METHODS))
     seed: int = 0
     out: str = "runs/eval"
+    engine_options: dict[str, Any] = field(default_factory=dict)
 
 
 def method_grid(cfg: EvalConfig, has_value: bool) -> list[tuple[str, GuidanceSpec]]:
@@ -247,7 +248,8 @@ async def evaluate_async(cfg: EvalConfig, *, progress: bool = True) -> dict[str,
     vm_path, toy = cfg.value, cfg.model.startswith("toy:")
     try:
         handle = await open_engine(cfg.model, engine=cfg.engine,
-                                   value_models={"value": vm_path} if vm_path and not toy else None)
+                                   value_models={"value": vm_path} if vm_path and not toy else None,
+                                   **({} if toy else cfg.engine_options))
     except Exception as exc:  # noqa: BLE001
         raise ConfigError(f"cannot load model {cfg.model!r} / value model {vm_path!r}: {exc}") from exc
     try:
