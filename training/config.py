@@ -28,6 +28,8 @@ class TrainConfig:
     out                       output dir: value model (engine format) + checkpoints/ + rollouts.pt
     objective                 soft_q  : weighted MSE of Q_theta(s,a) to beta·log-mean-exp of R over
                                         the rollouts through s+a
+                              q_loss (soft_q): mse, or exp = the exp-Bregman divergence
+                                        (same per-(s, a) minimiser, pooled in exp space)
                               iw_fkl  : -sum_i w_i sum_t log softmax(l_ref + Q_theta/beta)(y_t),
                                         w_i ∝ exp(R_i/beta) self-normalised per prompt
     beta                      tilt temperature the value model is trained for
@@ -48,6 +50,7 @@ class TrainConfig:
     engine: str = "vllm"
     out: str = "runs/value"
     objective: str = "soft_q"
+    q_loss: str = "mse"
     beta: float = 1.0
     prompts: list[str] = field(default_factory=lambda: [""])
     prompt_file: str | None = None
@@ -75,6 +78,8 @@ class TrainConfig:
     def validate(self) -> TrainConfig:
         if self.objective not in OBJECTIVES:
             raise ConfigError(f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
+        if self.q_loss not in ("mse", "exp"):
+            raise ConfigError(f"q_loss must be mse or exp, got {self.q_loss!r}")
         checks = {
             "beta": self.beta > 0, "max_tokens": self.max_tokens >= 1, "rollouts": self.rollouts >= 1,
             "branch_points": self.branch_points >= 0, "branches": self.branches >= 1,

@@ -16,6 +16,23 @@ def soft_q_loss(q_sa: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) 
     return (w * (q_sa - target.to(q_sa.dtype)) ** 2).sum() / w.sum().clamp_min(1e-12)
 
 
+def soft_q_exp_loss(q_sa: torch.Tensor, target: torch.Tensor, weight: torch.Tensor,
+                    beta: float, u_max: float = 4.0) -> torch.Tensor:
+    """Soft-Q regression pooled in exp space (a Bregman divergence of exp):
+
+        sum_e w_e [exp(u_e) - u_e - 1] / sum_e w_e,   u_e = (Qhat_e - Q_theta(s_e, a_e)) / beta.
+
+    For one (s, a) with samples R_1..R_n it is minimised at Q = beta log mean exp(R_i / beta),
+    the same target as ``soft_q_loss``; but when the model pools several states it averages
+    exp(R/beta) (the soft value) rather than log-mean-exps (which drift towards the mean
+    reward). ``exp`` is continued linearly beyond u_max to keep gradients bounded."""
+    u = (target.to(q_sa.dtype) - q_sa) / beta
+    e_max = torch.exp(torch.tensor(u_max, dtype=u.dtype))
+    ex = torch.where(u > u_max, e_max * (1 + u - u_max), torch.exp(torch.clamp(u, max=u_max)))
+    w = weight.to(q_sa.dtype)
+    return (w * (ex - u - 1)).sum() / w.sum().clamp_min(1e-12)
+
+
 def guided_logprobs(base_logp: torch.Tensor, q: torch.Tensor, beta: float) -> torch.Tensor:
     """log pi_theta(. | s) = log_softmax(l_ref(s, .) + Q_theta(s, .) / beta)."""
     return torch.log_softmax(base_logp.to(q.dtype) + q / beta, dim=-1)

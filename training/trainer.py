@@ -193,11 +193,20 @@ class Batches:
 
 def batch_loss(model, batch, cfg: TrainConfig, base: BaseRows | None) -> torch.Tensor:
     paths, rows, js, actions, targets, weights = batch
-    q = vmodel.q_at(model, paths, rows, js)
+    # many entries share a state (every action seen there): compute each state's row once
+    pos = torch.stack([rows, js], dim=1)
+    uniq, inv = torch.unique(pos, dim=0, return_inverse=True)
+    q = vmodel.q_at(model, paths, uniq[:, 0], uniq[:, 1])
     if cfg.objective == "soft_q":
-        q_sa = q.gather(1, actions.view(-1, 1)).squeeze(1)
+        q_sa = q[inv, actions]
+        if cfg.q_loss == "exp":
+            return objectives.soft_q_exp_loss(q_sa, targets.float(), weights.float(), cfg.beta)
         return objectives.soft_q_loss(q_sa, targets.float(), weights.float())
-    return objectives.iw_fkl_loss(base.rows(paths, rows, js), q, actions, weights.float(), cfg.beta)
+    # iw_fkl: -sum_e w_e log pi_theta(a_e|s_e) = -sum_{s,a} W(s,a) log pi_theta(a|s), grouped by s
+    w_sa = torch.zeros(len(uniq), q.shape[1], dtype=q.dtype)
+    w_sa.index_put_((inv, actions), weights.to(q.dtype), accumulate=True)
+    logp = objectives.guided_logprobs(base.rows(paths, uniq[:, 0], uniq[:, 1]), q, cfg.beta)
+    return -(w_sa * logp).sum() / w_sa.sum().clamp_min(1e-12)
 
 
 @torch.no_grad()
@@ -391,7 +400,7 @@ async def _train(cfg, handle, reward, out: Path, work: Path, resume: bool, show:
         if not history or history[-1]["step"] != step:
             await evaluate(step, running)
         summary = {
-            "objective": cfg.objective, "beta": cfg.beta, "steps": step, "world_size": size,
+            "objective": cfg.objective, "q_loss": cfg.q_loss, "beta": cfg.beta, "steps": step, "world_size": size,
             "rollouts": len(rollouts), "paths": len(full.paths), "entries": int(len(full.entries)),
             "parameters": vmodel.num_parameters(model), "seed": cfg.seed,
             "seconds_rollouts": round(t_roll, 2), "seconds_train": round(t_train, 2),

@@ -73,3 +73,50 @@ def test_iw_fkl_weights_are_self_normalised_per_group():
     assert math.isclose(rows[((0, 1), EOS)], 0.25) and math.isclose(rows[((0, 1, 2), EOS)], 1.0)
     # the branch rollout contributes nothing before its start: W((0,), 1) is rollout 0's alone
     assert set(rows) == {((0,), 1), ((0,), 2), ((0, 1), EOS), ((0, 2), EOS), ((0, 1), 2), ((0, 1, 2), EOS)}
+
+
+def test_exp_loss_minimiser_is_the_soft_value_of_pooled_samples():
+    """exp-Bregman regression of one Q onto single samples R_i -> beta log mean exp(R_i/beta)
+    (MSE would give the mean reward instead)."""
+    beta = 0.3
+    r = torch.tensor([0.9, -0.2, 0.0, 0.1, -0.5], dtype=torch.float64)
+    q = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([q], max_iter=100, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = objectives.soft_q_exp_loss(q.expand(5), r, torch.ones(5, dtype=torch.float64), beta)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    soft = beta * (torch.logsumexp(r / beta, 0) - math.log(5))
+    assert abs(float(q) - float(soft)) < 1e-6 and float(soft) > float(r.mean()) + 0.1
+
+
+def test_grouped_iw_fkl_batch_loss_equals_the_per_entry_formula():
+    from training.config import TrainConfig
+    from training.trainer import batch_loss
+
+    class Base:
+        def rows(self, paths, rows, js):
+            return torch.log_softmax(torch.arange(4.0).repeat(len(rows), 1) * 0.3, dim=-1)
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = torch.nn.Embedding(4, 4)
+
+        def forward(self, input_ids, use_cache=False):
+            return type("Out", (), {"logits": self.emb(input_ids).cumsum(1)})()
+
+    model = Model()
+    paths = [[0, 1, 2], [0, 2]]
+    rows, js = torch.tensor([0, 0, 0, 1, 1]), torch.tensor([1, 1, 2, 1, 2])
+    actions, w = torch.tensor([1, 2, 2, 2, EOS]), torch.tensor([0.1, 0.2, 0.3, 0.15, 0.25])
+    cfg = TrainConfig(objective="iw_fkl", beta=0.7)
+    got = batch_loss(model, (paths, rows, js, actions, torch.zeros(5), w), cfg, Base())
+    ids = torch.tensor([[0, 1, 2], [0, 2, 0]])
+    q = model(ids).logits[rows, js - 1]
+    want = objectives.iw_fkl_loss(Base().rows(None, rows, js), q, actions, w, 0.7)
+    assert torch.allclose(got, want, atol=1e-6)
