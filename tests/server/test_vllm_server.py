@@ -59,7 +59,10 @@ async def test_models_health_metrics(vllm_server):
     async with AsyncTilt(url) as c:
         assert await c.health() and await c.ready()
         models = await c.models.list()
-        assert [m.kind for m in models.data] == ["base_model", "value_model", "reward"]
+        vms = sorted(service.handle.value_models)
+        assert [m.kind for m in models.data] == ["base_model"] + ["value_model"] * len(vms) + \
+            ["reward"]
+        assert sorted(m.id for m in models.of_kind("value_model")) == vms
         assert models.data[0].metadata["engine"] == "vllm"
         assert "tilt:engine_requests_running" in await c.metrics()
         chat = await c.chat.completions.create([{"role": "user", "content": "Hello"}],
@@ -91,12 +94,12 @@ async def test_guided_completion_stream_agrees(vllm_server):
 
 
 async def test_sync_sdk_chat_and_rewards(vllm_server):
-    url, _ = vllm_server
+    url, service = vllm_server
 
     def run() -> None:
         with Tilt(url) as c:
             assert c.health() and c.ready() and "tilt:" in c.metrics()
-            assert len(c.models.list().data) == 3
+            assert len(c.models.list().data) == 2 + len(service.handle.value_models)
             chunks = list(c.completions.create(PROMPT, max_tokens=6, seed=3, stream=True,
                                                guidance=Guidance(method="token")))
             assert chunks[-1].choices[0].tilt.method == "token"
