@@ -143,7 +143,10 @@ class BaseRows:
         elif self.hf is None:
             from transformers import AutoModelForCausalLM
 
-            self.hf = AutoModelForCausalLM.from_pretrained(self.cfg.model, dtype=torch.float32).eval()
+            from engines.loader import resolve_model_dir
+
+            self.hf = AutoModelForCausalLM.from_pretrained(
+                resolve_model_dir(self.cfg.model), dtype=torch.float32).eval()
 
     @torch.no_grad()
     def rows(self, paths: list[list[int]], rows: torch.Tensor, js: torch.Tensor) -> torch.Tensor:

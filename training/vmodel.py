@@ -73,8 +73,10 @@ def save(model: torch.nn.Module, out_dir: str | Path, *, base: str, vocab_size: 
          reward: Any, beta: float, training: dict[str, Any]) -> Path:
     """Write the value model in the engines' format (toy bases: manifest records the spec)."""
     if not base.startswith("toy:"):
-        return save_value_model(model, out_dir, base_dir=base, reward=reward, beta=beta,
-                                training=training)
+        from engines.loader import resolve_model_dir
+
+        return save_value_model(model, out_dir, base_dir=resolve_model_dir(base), reward=reward,
+                                beta=beta, training=training, base_model=base)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)
