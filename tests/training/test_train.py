@@ -8,7 +8,7 @@ import torch
 
 from decoders.toy import ToyLM, ToyReward
 from engines.value_model import TorchValueModel, check_value_model
-from tests.training.conftest import toy_config
+from tests.training.train_helpers import toy_config
 from training.trainer import exact_report, train
 
 
