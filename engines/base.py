@@ -19,10 +19,11 @@ depends on the prompt split (the exact toy source does); ``decoders.generate`` c
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
-from decoders.protocols import LanguageModel, ValueModel
+from decoders.protocols import Guidance, LanguageModel, ValueModel
 
 
 @runtime_checkable
@@ -51,3 +52,17 @@ class EngineHandle(Protocol):
     def metadata(self) -> dict[str, Any]: ...
 
     async def aclose(self) -> None: ...
+
+
+def find_value_model(value_models: dict[str, Any], guidance: Guidance) -> Any:
+    """The value model a guided request names; ValueError for an unknown one or beta <= 0.
+
+    Engines call this before a request reaches the batch."""
+    beta = guidance.beta
+    if not isinstance(beta, (int, float)) or not math.isfinite(beta) or beta <= 0:
+        raise ValueError(f"beta must be a finite number > 0, got {beta!r}")
+    vm = value_models.get(guidance.value_model)
+    if vm is None:
+        known = ", ".join(sorted(value_models)) or "none"
+        raise ValueError(f"unknown value model {guidance.value_model!r} (this engine serves: {known})")
+    return vm

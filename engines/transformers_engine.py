@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import math
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Any
 import torch
 
 from decoders.protocols import Block, Guidance, OnTokens, SamplingParams
+from engines.base import find_value_model
 from engines.hf_codec import HFCodec
 from engines.value_model import TorchValueModel, check_value_model
 
@@ -110,15 +110,7 @@ class TransformersLM:
         """The value model for ``guidance``; ValueError for an unknown one or beta <= 0."""
         if guidance is None:
             return None
-        beta = guidance.beta
-        if not isinstance(beta, (int, float)) or not math.isfinite(beta) or beta <= 0:
-            raise ValueError(f"beta must be a finite number > 0, got {beta!r}")
-        vm = self.value_models.get(guidance.value_model)
-        if vm is None:
-            known = ", ".join(sorted(self.value_models)) or "none"
-            raise ValueError(f"unknown value model {guidance.value_model!r} "
-                             f"(this engine serves: {known})")
-        return vm
+        return find_value_model(self.value_models, guidance)
 
     async def guided_logprobs(self, contexts: Sequence[Sequence[int]],
                               guidance: Guidance | None) -> torch.Tensor:

@@ -39,6 +39,7 @@ from typing import Any
 import torch
 
 from decoders.protocols import Block, Guidance, OnTokens, SamplingParams
+from engines.base import find_value_model
 from engines.guidance_state import CONFIG_KEY, guidance_extra_args
 from engines.hf_codec import HFCodec
 from engines.value_model import TorchValueModel, check_value_model
@@ -153,14 +154,8 @@ class VllmLM:
         """extra_args for ``guidance``; ValueError for an unknown/non-native model or beta <= 0."""
         if guidance is None:
             return None
+        vm = find_value_model(self.value_models, guidance)
         beta = guidance.beta
-        if not isinstance(beta, (int, float)) or not math.isfinite(beta) or beta <= 0:
-            raise ValueError(f"beta must be a finite number > 0, got {beta!r}")
-        vm = self.value_models.get(guidance.value_model)
-        if vm is None:
-            known = ", ".join(sorted(self.value_models)) or "none"
-            raise ValueError(f"unknown value model {guidance.value_model!r} "
-                             f"(this engine serves: {known})")
         native = getattr(vm, "native_name", None)
         if native is None:
             raise ValueError(f"value model {guidance.value_model!r} cannot run inside vLLM "
