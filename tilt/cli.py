@@ -20,5 +20,7 @@ for _mod in ("tilt.cmd_serve", "tilt.cmd_bench", "tilt.cmd_train", "tilt.cmd_eva
         if exc.name != _mod:
             raise
 
-if __name__ == "__main__":
-    app()
+if __name__ == "__main__":  # `python -m tilt.cli`: use the module the commands registered on
+    from tilt.cli import app as _app
+
+    _app()
