@@ -10,9 +10,18 @@ engines).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+
+def read_hf_config(model: str | Path) -> tuple[Path, dict[str, Any]]:
+    """(directory, parsed config.json) of a Hugging Face model directory; ValueError if not one."""
+    model_dir = Path(model)
+    if not (model_dir / "config.json").is_file():
+        raise ValueError(f"model {str(model)!r} is not a Hugging Face model directory")
+    return model_dir, json.loads((model_dir / "config.json").read_text())
 
 
 class HFCodec:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,7 +26,7 @@ import torch
 
 from decoders.protocols import Block, Guidance, OnTokens, SamplingParams
 from engines.base import find_value_model
-from engines.hf_codec import HFCodec
+from engines.hf_codec import HFCodec, read_hf_config
 from engines.value_model import TorchValueModel, check_value_model
 
 KV = tuple[tuple[torch.Tensor, torch.Tensor], ...]  # per layer (keys, values) [1, kv, L, hd]
@@ -152,14 +151,11 @@ class TransformersEngine:
         fully independent of the lean forward vLLM's guidance uses; tests compare against it)."""
         if unknown:
             raise ValueError(f"unknown option(s) for the transformers engine: {sorted(unknown)}")
-        model_dir = Path(model)
-        if not (model_dir / "config.json").is_file():
-            raise ValueError(f"model {str(model)!r} is not a Hugging Face model directory")
+        model_dir, cfg = read_hf_config(model)
         self = cls()
         self.model_dir = model_dir
         self.name = name or model_dir.name
         self.codec = HFCodec(model_dir)
-        cfg = json.loads((model_dir / "config.json").read_text())
         max_model_len = max_model_len or int(cfg.get("max_position_embeddings") or 2048)
         self.value_models = {}
         for vm_name, vm_path in (value_models or {}).items():

@@ -41,7 +41,7 @@ import torch
 from decoders.protocols import Block, Guidance, OnTokens, SamplingParams
 from engines.base import find_value_model
 from engines.guidance_state import CONFIG_KEY, guidance_extra_args
-from engines.hf_codec import HFCodec
+from engines.hf_codec import HFCodec, read_hf_config
 from engines.value_model import TorchValueModel, check_value_model
 
 V1_PROCESSOR = "engines.vllm_guidance:TiltGuidanceLogitsProcessor"
@@ -244,14 +244,11 @@ class VllmEngine:
         ``max_model_len`` to the model's own limit. Extra keyword
         arguments (e.g. ``tensor_parallel_size``) go to ``AsyncEngineArgs``; unknown ones raise
         ValueError."""
-        model_dir = Path(model)
-        if not (model_dir / "config.json").is_file():
-            raise ValueError(f"model {str(model)!r} is not a Hugging Face model directory")
+        model_dir, cfg = read_hf_config(model)
         self = cls()
         self.model_dir = model_dir
         self.name = name or model_dir.name
         self.codec = HFCodec(model_dir)
-        cfg = json.loads((model_dir / "config.json").read_text())
         vocab = int(cfg["vocab_size"])
         self.value_models = {}
         native: dict[str, str] = {}
