@@ -45,6 +45,9 @@ def main(pairs: list[str]) -> None:
     data = json.loads(path.read_text())
     for pair in pairs:
         label, _, eval_dir = pair.rpartition("=")
+        if not label or not (Path(eval_dir) / "eval.json").is_file():
+            print(f"error: expected LABEL=EVAL_DIR with EVAL_DIR/eval.json, got {pair!r}", file=sys.stderr)
+            sys.exit(2)
         data[label] = entry(Path(eval_dir))
     path.write_text(json.dumps(data, indent=2) + "\n")
     md = (DIR / "objectives.md").read_text()

@@ -68,6 +68,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=448, help="openings to add to the hand-written ones")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
+    if args.n < 0:
+        ap.error("--n must be >= 0")  # exit code 2
     corpus.check_corpus_installed()
     prompts = build(args.n, args.seed)
     OUT.write_text("\n".join(prompts) + "\n")
