@@ -196,20 +196,28 @@ class Batches:
 
 def batch_loss(model, batch, cfg: TrainConfig, base: BaseRows | None) -> torch.Tensor:
     paths, rows, js, actions, targets, weights = batch
+    if cfg.objective == "soft_q" and not isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        # soft-Q regression reads one action per entry: skip the full-vocabulary head
+        q_sa = vmodel.q_sa_at(model, paths, rows, js, actions)
+        return _soft_q(q_sa, targets, weights, cfg)
     # many entries share a state (every action seen there): compute each state's row once
+    # (DDP syncs gradients only through its own forward, so it takes this path for soft_q too)
     pos = torch.stack([rows, js], dim=1)
     uniq, inv = torch.unique(pos, dim=0, return_inverse=True)
     q = vmodel.q_at(model, paths, uniq[:, 0], uniq[:, 1])
     if cfg.objective == "soft_q":
-        q_sa = q[inv, actions]
-        if cfg.q_loss == "exp":
-            return objectives.soft_q_exp_loss(q_sa, targets.float(), weights.float(), cfg.beta)
-        return objectives.soft_q_loss(q_sa, targets.float(), weights.float())
+        return _soft_q(q[inv, actions], targets, weights, cfg)
     # iw_fkl: -sum_e w_e log pi_theta(a_e|s_e) = -sum_{s,a} W(s,a) log pi_theta(a|s), grouped by s
     w_sa = torch.zeros(len(uniq), q.shape[1], dtype=q.dtype)
     w_sa.index_put_((inv, actions), weights.to(q.dtype), accumulate=True)
     logp = objectives.guided_logprobs(base.rows(paths, uniq[:, 0], uniq[:, 1]), q, cfg.beta)
     return -(w_sa * logp).sum() / w_sa.sum().clamp_min(1e-12)
+
+
+def _soft_q(q_sa: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
+    if cfg.q_loss == "exp":
+        return objectives.soft_q_exp_loss(q_sa, targets.float(), weights.float(), cfg.beta)
+    return objectives.soft_q_loss(q_sa, targets.float(), weights.float())
 
 
 @torch.no_grad()

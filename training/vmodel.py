@@ -64,6 +64,16 @@ def q_at(model: torch.nn.Module, paths: Sequence[Sequence[int]], rows: torch.Ten
     return logits[rows, js - 1]
 
 
+def q_sa_at(model: torch.nn.Module, paths: Sequence[Sequence[int]], rows: torch.Tensor,
+            js: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    """Q_theta(path[:j], a) for entries (row, j, a) only, [E]: the output head is applied to the
+    entries' actions instead of the whole vocabulary (h_j · w_a, the same number as
+    ``q_at(...)[e, a]`` at a fraction of the cost: soft-Q regression reads one action per entry)."""
+    ids, _ = pad_paths(paths)
+    hidden = model.model(input_ids=ids, use_cache=False).last_hidden_state[rows, js - 1]
+    return (hidden * model.lm_head.weight[actions]).sum(-1)
+
+
 def toy_fingerprint(vocab_size: int) -> str:
     """Stands in for the tokenizer sha256 of toy models: ids 0..V-1 rendered as <i>."""
     return hashlib.sha256(f"tilt-toy-ids:vocab={vocab_size}".encode()).hexdigest()
