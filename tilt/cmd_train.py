@@ -39,6 +39,7 @@ def train(
     rollouts: int | None = typer.Option(None, help="base trajectories per prompt"),
     branch_points: int | None = typer.Option(None, help="branch prefixes per trajectory"),
     branches: int | None = typer.Option(None, help="continuations per branch prefix"),
+    branch_from: str | None = typer.Option(None, help="uniform | tilted (parents drawn ∝ exp(R/beta))"),
     steps: int | None = typer.Option(None, help="optimisation steps"),
     batch_size: int | None = typer.Option(None, help="paths per minibatch"),
     lr: float | None = typer.Option(None, help="AdamW learning rate"),
@@ -62,7 +63,7 @@ def train(
         "model": model, "reward": reward, "engine": engine, "out": out, "objective": objective,
         "q_loss": q_loss, "beta": beta, "prompts": list(prompt) if prompt else None, "prompt_file": prompt_file,
         "max_tokens": max_tokens, "rollouts": rollouts, "branch_points": branch_points,
-        "branches": branches, "steps": steps, "batch_size": batch_size, "lr": lr,
+        "branches": branches, "branch_from": branch_from, "steps": steps, "batch_size": batch_size, "lr": lr,
         "eval_every": eval_every, "ckpt_every": ckpt_every, "seed": seed, "hidden": hidden,
         "layers": layers, "heads": heads, "intermediate": intermediate, "threads": threads,
     }.items() if v is not None}

@@ -39,6 +39,10 @@ class TrainConfig:
     branch_points, branches   per trajectory, re-sample ``branches`` continuations after each of
                               ``branch_points`` random prefixes (rollouts that share a prefix
                               give the log-mean-exp targets)
+    branch_from               which trajectories the branch prefixes are cut from: uniform (each
+                              trajectory its own) or tilted (parents re-drawn per prompt with
+                              probability ∝ exp(R/beta), so prefixes follow pi*'s states; those
+                              branches train only from their branch point on)
     steps, batch_size, lr     optimisation (AdamW, cosine decay, grad clip 1.0)
     eval_every, ckpt_every    periodic evaluation / checkpoint (steps)
     hidden, layers, heads, intermediate, tie_embeddings   value-model architecture (Llama;
@@ -58,6 +62,7 @@ class TrainConfig:
     rollouts: int = 4096
     branch_points: int = 0
     branches: int = 4
+    branch_from: str = "uniform"
     steps: int = 1000
     batch_size: int = 256
     lr: float = 3e-3
@@ -80,6 +85,8 @@ class TrainConfig:
             raise ConfigError(f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
         if self.q_loss not in ("mse", "exp"):
             raise ConfigError(f"q_loss must be mse or exp, got {self.q_loss!r}")
+        if self.branch_from not in ("uniform", "tilted"):
+            raise ConfigError(f"branch_from must be uniform or tilted, got {self.branch_from!r}")
         checks = {
             "beta": self.beta > 0, "max_tokens": self.max_tokens >= 1, "rollouts": self.rollouts >= 1,
             "branch_points": self.branch_points >= 0, "branches": self.branches >= 1,

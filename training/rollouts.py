@@ -11,6 +11,7 @@ batched token loop over ``LanguageModel.logprobs`` does ancestral sampling (toy 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -30,6 +31,7 @@ class Rollout:
     group: int           # rollouts of one group were sampled from the same context
     start: int           # len of the shared completion prefix the group was sampled after
     reward: float = float("nan")
+    tilted: bool = False  # the prefix was chosen for its reward: only steps t >= start are pi_ref samples
 
 
 async def _token_loop(lm: LanguageModel, contexts: list[list[int]], budgets: list[int],
@@ -104,9 +106,17 @@ async def score_rollouts(reward: Reward, prompt_ids: Sequence[Sequence[int]], ro
 async def collect_rollouts(lm: LanguageModel, reward: Reward, prompt_ids: Sequence[Sequence[int]],
                            *, rollouts: int, max_tokens: int, branch_points: int = 0,
                            branches: int = 4, seed: int = 0, temperature: float = 1.0,
+                           branch_from: str = "uniform", beta: float = 1.0,
                            progress: bool = False) -> list[Rollout]:
     """``rollouts`` trajectories per prompt, then ``branches`` continuations after each of
-    ``branch_points`` random prefixes y_<=t (1 <= t < len y) of every trajectory; all scored."""
+    ``branch_points`` random prefixes y_<=t (1 <= t < len y) of a parent trajectory; all scored.
+
+    branch_from = "uniform": every trajectory is the parent of its own branches.
+    branch_from = "tilted": for each trajectory slot of a prompt a parent is drawn from that
+    prompt's trajectories with probability softmax(R / beta), so branch prefixes are spread like
+    the states of pi* ∝ pi_ref·exp(R/beta) (self-normalised resampling), where guidance needs an
+    accurate Q. Continuations are still pi_ref samples, so Q(s, a) targets from the branch point
+    on stay unbiased; the (reward-selected) prefix steps are marked ``tilted`` and not trained on."""
     gen = torch.Generator().manual_seed(seed)
     ctx = [list(prompt_ids[p]) for p in range(len(prompt_ids)) for _ in range(rollouts)]
     owner = [p for p in range(len(prompt_ids)) for _ in range(rollouts)]
@@ -114,9 +124,13 @@ async def collect_rollouts(lm: LanguageModel, reward: Reward, prompt_ids: Sequen
     base = await sample_completions(lm, ctx, [max_tokens] * len(ctx), gen, temperature, bar)
     out = [Rollout(p, toks, fin, group=p, start=0) for p, (toks, fin) in zip(owner, base, strict=True)]
     if branch_points:
+        parents = list(out)
+        if branch_from == "tilted":
+            await score_rollouts(reward, prompt_ids, out)
+            parents = _tilted_parents(out, rollouts, beta, gen)
         b_ctx, b_meta, budgets = [], [], []
         group = len(prompt_ids)
-        for r in list(out):
+        for r in parents:
             if len(r.tokens) < 2:
                 continue
             k = min(branch_points, len(r.tokens) - 1)
@@ -131,7 +145,23 @@ async def collect_rollouts(lm: LanguageModel, reward: Reward, prompt_ids: Sequen
         bar.refresh()
         cont = await sample_completions(lm, b_ctx, budgets, gen, temperature, bar)
         for (p, prefix, g, t), (toks, fin) in zip(b_meta, cont, strict=True):
-            out.append(Rollout(p, prefix + toks, fin, group=g, start=t))
+            out.append(Rollout(p, prefix + toks, fin, group=g, start=t, tilted=branch_from == "tilted"))
     bar.close()
-    await score_rollouts(reward, prompt_ids, out, progress=progress)
+    await score_rollouts(reward, prompt_ids, [r for r in out if math.isnan(r.reward)], progress=progress)
     return out
+
+
+def _tilted_parents(trajectories: list[Rollout], per_prompt: int, beta: float,
+                    gen: torch.Generator) -> list[Rollout]:
+    """``per_prompt`` draws (with replacement) per prompt, P(parent i) = softmax(R_i / beta)."""
+    by_prompt: dict[int, list[Rollout]] = {}
+    for r in trajectories:
+        by_prompt.setdefault(r.prompt, []).append(r)
+    parents = []
+    for rs in by_prompt.values():
+        logits = torch.tensor([r.reward / beta for r in rs], dtype=torch.float64)
+        if not torch.isfinite(logits).any():   # every trajectory violates a hard constraint
+            logits = torch.zeros_like(logits)
+        picks = torch.multinomial(torch.softmax(logits, 0), per_prompt, replacement=True, generator=gen)
+        parents.extend(rs[i] for i in picks.tolist())
+    return parents

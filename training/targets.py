@@ -8,7 +8,8 @@ soft_q  One entry per distinct (state s, action a) seen in any rollout:
             target = beta · log( (1/n) sum_{i through s+a} exp(R_i / beta) )
             weight = n   (the number of rollouts through s+a)
         which is the Monte-Carlo estimate of Q(s, a) = beta log E_{pi_ref}[exp(R/beta) | s, a]
-        (for a = EOS it is R(s) itself, exactly).
+        (for a = EOS it is R(s) itself, exactly). Branches cut from reward-selected
+        parents (``Rollout.tilted``) count only from their branch point on.
 iw_fkl  One entry per sampled step (s_t, y_t) of every rollout, from where its group was
         sampled (t >= start), EOS included unless forced at the cap:
             weight = w_i = exp(R_i / beta) / sum_{k in group} exp(R_k / beta),  target unused.
@@ -115,6 +116,8 @@ def soft_q_set(prompt_ids: Sequence[Sequence[int]], rollouts: list[Rollout], bet
         if math.isnan(r.reward) or r.reward == math.inf:
             raise ValueError(f"rewards must be finite or -inf, got {r.reward}")
         for t, a in _steps(r, eos):
+            if r.tilted and t < r.start:   # a reward-selected prefix is not a pi_ref sample
+                continue
             key = (r.prompt, tuple(r.tokens[:t]), a)
             s = stats.get(key)
             x = r.reward / beta

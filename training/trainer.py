@@ -100,7 +100,8 @@ async def get_rollouts(cfg: TrainConfig, handle: Any, reward: Any, prompt_ids: l
     mine = await collect_rollouts(handle.lm, reward, prompt_ids, rollouts=share,
                                   max_tokens=cfg.max_tokens, branch_points=cfg.branch_points,
                                   branches=cfg.branches, seed=cfg.seed * 1000 + rank,
-                                  temperature=cfg.temperature, progress=show and rank == 0)
+                                  temperature=cfg.temperature, branch_from=cfg.branch_from,
+                                  beta=cfg.beta, progress=show and rank == 0)
     if size > 1:
         gathered: list[Any] = [None] * size
         dist.all_gather_object(gathered, [asdict(r) for r in mine])

@@ -134,3 +134,35 @@ def test_action_only_head_gives_the_same_q_as_the_full_vocabulary_head():
         actions = torch.tensor([3, 0, 49, 7, 7])
         full = vmodel.q_at(model, paths, rows, js)[torch.arange(5), actions]
         torch.testing.assert_close(vmodel.q_sa_at(model, paths, rows, js, actions), full)
+
+
+def test_tilted_branch_prefixes_are_not_trained_on_and_continuations_are():
+    # one trajectory [1, 2] and one tilted branch cut after [1] that went on with [3]
+    rs = [Rollout(0, [1, 2], True, 0, 0, reward=0.0),
+          Rollout(0, [1, 3], True, 1, 1, reward=1.0, tilted=True)]
+    ts = soft_q_set([[5]], rs, beta=1.0, eos=0)
+    pairs = {(ts.paths[p][:j][-1] if j > 1 else None, j, a): float(t)
+             for (p, j, a), t in zip(ts.entries.tolist(), ts.targets.tolist(), strict=True)}
+    # Q([5], 1) sees only the trajectory's reward: the branch's prefix step is skipped
+    assert {v for (_, j, a), v in pairs.items() if j == 1 and a == 1} == {0.0}
+    # Q([5, 1], 3) and Q([5, 1, 3], EOS) come from the branch
+    assert {v for (_, j, a), v in pairs.items() if j == 2 and a == 3} == {1.0}
+    assert pairs[(3, 3, 0)] == 1.0 and pairs[(2, 3, 0)] == 0.0
+
+
+def test_tilted_branching_draws_parents_by_reward():
+    import asyncio
+
+    from decoders.toy import ToyLM, ToyReward
+    from training.rollouts import collect_rollouts
+
+    lm, reward = ToyLM(vocab=6, max_len=5, seed=1), ToyReward(seed=2)
+    rs = asyncio.run(collect_rollouts(lm, reward, [[0]], rollouts=64, max_tokens=5, branch_points=1,
+                                      branches=2, seed=0, branch_from="tilted", beta=0.01))
+    trajectories = [r for r in rs if r.start == 0]
+    branches = [r for r in rs if r.start > 0]
+    assert branches and all(r.tilted for r in branches) and not any(r.tilted for r in trajectories)
+    assert all(not math.isnan(r.reward) for r in rs)
+    # at beta -> 0 every parent is the best trajectory (up to ties): branches start from its prefixes
+    best = max(trajectories, key=lambda r: r.reward)
+    assert all(r.tokens[:r.start] == best.tokens[:r.start] for r in branches)
