@@ -30,6 +30,7 @@ def run(args):
      "cannot load model"),
     (["--reward", "toy:seed=0", "--objective", "nope"], "objective must be one of"),
     (["--reward", "toy:seed=0", "--steps", "0"], "invalid config value"),
+    (["--reward", "toy:seed=0", "--branch-from", "sideways"], "branch_from must be uniform or tilted"),
 ])
 def test_train_bad_input_exits_2(tmp_path, args, message):
     res = run(["train", *TOY, "--out", str(tmp_path), *args])
