@@ -61,16 +61,19 @@ def _logaddexp(a: float, b: float) -> float:
 
 def _path_index(prompt_ids: Sequence[Sequence[int]], rollouts: list[Rollout]
                 ) -> tuple[list[list[int]], list[int], list[int]]:
-    """(unique paths, path index of each rollout, prompt index of each path)."""
-    seen: dict[tuple[int, ...], int] = {}
+    """(unique paths, path index of each rollout, prompt index of each path).
+
+    Paths are unique per prompt: prompt "A" + completion " B" may spell the same ids as prompt
+    "A B" + an empty completion, but their states belong to different prompts."""
+    seen: dict[tuple[int, tuple[int, ...]], int] = {}
     paths: list[list[int]] = []
     owner: list[int] = []
     idx = []
     for r in rollouts:
-        key = tuple(prompt_ids[r.prompt]) + tuple(r.tokens)
+        key = (r.prompt, tuple(r.tokens))
         if key not in seen:
             seen[key] = len(paths)
-            paths.append(list(key))
+            paths.append(list(prompt_ids[r.prompt]) + list(r.tokens))
             owner.append(r.prompt)
         idx.append(seen[key])
     return paths, idx, owner

@@ -166,3 +166,16 @@ def test_tilted_branching_draws_parents_by_reward():
     # at beta -> 0 every parent is the best trajectory (up to ties): branches start from its prefixes
     best = max(trajectories, key=lambda r: r.reward)
     assert all(r.tokens[:r.start] == best.tokens[:r.start] for r in branches)
+
+
+def test_a_completion_that_spells_another_prompt_keeps_its_own_prompt():
+    """Prompt [5] + completion [6, 1] and prompt [5, 6] + completion [1] are the same ids but
+    different states: both sets keep one path per prompt and build without a missing state."""
+    rs = [Rollout(0, [6, 1], True, 0, 0, reward=1.0), Rollout(1, [1], True, 1, 0, reward=-1.0)]
+    for ts in (soft_q_set([[5], [5, 6]], rs, 1.0, EOS), iw_fkl_set([[5], [5, 6]], rs, 1.0, EOS, max_tokens=3)):
+        assert ts.paths == [[5, 6, 1], [5, 6, 1]]
+        at_j2 = {(p, a) for p, j, a in ts.entries.tolist() if j == 2}
+        assert (1, 1) in at_j2                    # prompt 1's first action, on its own path
+    q = soft_q_set([[5], [5, 6]], rs, 1.0, EOS)
+    targets = {(p, j, a): t for (p, j, a), t in zip(q.entries.tolist(), q.targets.tolist(), strict=True)}
+    assert targets[(0, 2, 1)] == 1.0 and targets[(1, 2, 1)] == -1.0
