@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Train the bundled demo value model and install it at tilt/assets/demo-value/.
-#   bash bench/build_demo_value.sh        (about 50 min on a 2-core CPU: 22 min rollouts, 23 min training)
+#   bash bench/build_demo_value.sh        (about 95 min on a 2-core CPU: 62 min rollouts, 3 min training set, 27 min training)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 VLLM_LOGGING_LEVEL=WARNING

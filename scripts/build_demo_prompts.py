@@ -8,7 +8,7 @@ letters only, deduplicated, with every eval prompt (and anything starting with o
 The hand-written openings already in the file are kept first.
 
     apt-get install -y fortunes wordnet-base
-    python scripts/build_demo_prompts.py [--n 2952] [--seed 0]
+    python scripts/build_demo_prompts.py [--n 7952] [--seed 0]
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def build(n: int, seed: int) -> list[str]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--n", type=int, default=2952, help="openings to add to the hand-written ones")
+    ap.add_argument("--n", type=int, default=7952, help="openings to add to the hand-written ones")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     if args.n < 0:
