@@ -85,22 +85,24 @@ def _steps(r: Rollout, eos: int):
     yield len(r.tokens), eos
 
 
-def _spread(prompt_ids: Sequence[Sequence[int]], paths: list[list[int]], owner: list[int],
-            table: dict[tuple[int, tuple[int, ...], int], tuple[float, float]]) -> tuple:
-    """Entries for a per-(state, action) table {(prompt, prefix, a): (target, weight)}.
+def _spread(prompt: Sequence[int], paths: list[list[int]], holders_of: list[int],
+            table: dict[tuple[tuple[int, ...], int], tuple[float, float]]) -> tuple:
+    """Entries of one prompt from its table {(prefix, a): (target, weight)}; ``holders_of``
+    are the indices of that prompt's paths.
 
     A state lies on several unique paths; its entries are repeated on each of them with the
     weight split evenly, so every minibatch of paths sees the shallow states (the prompt) with
     their share of the weight, instead of all of it once in a while (high-variance steps)."""
-    on_paths: dict[tuple[int, tuple[int, ...]], list[int]] = {}        # state -> paths holding it
-    for pi, (path, p) in enumerate(zip(paths, owner, strict=True)):
-        plen = len(prompt_ids[p])
+    plen = len(prompt)
+    on_paths: dict[tuple[int, ...], list[int]] = {}        # state -> paths holding it
+    for pi in holders_of:
+        path = paths[pi]
         for t in range(len(path) - plen + 1):
-            on_paths.setdefault((p, tuple(path[plen:plen + t])), []).append(pi)
+            on_paths.setdefault(tuple(path[plen:plen + t]), []).append(pi)
     rows, targets, weights = [], [], []
-    for (p, prefix, a), (target, weight) in table.items():
-        holders = on_paths[(p, prefix)]
-        j = len(prompt_ids[p]) + len(prefix)
+    for (prefix, a), (target, weight) in table.items():
+        holders = on_paths[prefix]
+        j = plen + len(prefix)
         for pi in holders:
             rows.append((pi, j, a))
             targets.append(target)
@@ -109,29 +111,52 @@ def _spread(prompt_ids: Sequence[Sequence[int]], paths: list[list[int]], owner: 
             torch.tensor(targets, dtype=torch.float64), torch.tensor(weights, dtype=torch.float64))
 
 
+def _per_prompt_entries(prompt_ids: Sequence[Sequence[int]], rollouts: list[Rollout], table_of
+                        ) -> tuple[list[list[int]], torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(paths, entries, targets, weights) with ``table_of(indices of one prompt's rollouts)``
+    building that prompt's table. One prompt at a time, so the Python dictionaries stay small
+    (a million rollouts would otherwise need tens of GB of tuples)."""
+    paths, _, owner = _path_index(prompt_ids, rollouts)
+    paths_of: dict[int, list[int]] = {}
+    for pi, p in enumerate(owner):
+        paths_of.setdefault(p, []).append(pi)
+    rollouts_of: dict[int, list[int]] = {}
+    for i, r in enumerate(rollouts):
+        rollouts_of.setdefault(r.prompt, []).append(i)
+    parts = [_spread(prompt_ids[p], paths, paths_of[p], table_of(idx))
+             for p, idx in rollouts_of.items()]
+    if not parts:
+        return paths, torch.zeros(0, 3, dtype=torch.long), *(torch.zeros(0, dtype=torch.float64),) * 2
+    return paths, *(torch.cat(col) for col in zip(*parts, strict=True))
+
+
 def soft_q_set(prompt_ids: Sequence[Sequence[int]], rollouts: list[Rollout], beta: float,
                eos: int) -> TrainSet:
     """Monte-Carlo soft-Q targets beta·log-mean-exp(R/beta) over rollouts sharing s + a,
     weight n = the number of those rollouts."""
-    paths, _, owner = _path_index(prompt_ids, rollouts)
-    stats: dict[tuple[int, tuple[int, ...], int], list[float]] = {}   # -> [n, logsumexp R/beta]
     for r in rollouts:
         if math.isnan(r.reward) or r.reward == math.inf:
             raise ValueError(f"rewards must be finite or -inf, got {r.reward}")
-        for t, a in _steps(r, eos):
-            if r.tilted and t < r.start:   # a reward-selected prefix is not a pi_ref sample
-                continue
-            key = (r.prompt, tuple(r.tokens[:t]), a)
-            s = stats.get(key)
+
+    def table_of(idx: list[int]) -> dict[tuple[tuple[int, ...], int], tuple[float, float]]:
+        stats: dict[tuple[tuple[int, ...], int], list[float]] = {}   # -> [n, logsumexp R/beta]
+        for i in idx:
+            r = rollouts[i]
             x = r.reward / beta
-            if s is None:
-                stats[key] = [1.0, x]
-            else:
-                s[0] += 1.0
-                s[1] = _logaddexp(s[1], x)
-    table = {k: (beta * (lse - math.log(n)), n) for k, (n, lse) in stats.items()
-             if lse > -math.inf}  # a -inf target (hard constraint everywhere) cannot be regressed
-    return TrainSet(paths, *_spread(prompt_ids, paths, owner, table))
+            for t, a in _steps(r, eos):
+                if r.tilted and t < r.start:   # a reward-selected prefix is not a pi_ref sample
+                    continue
+                key = (tuple(r.tokens[:t]), a)
+                s = stats.get(key)
+                if s is None:
+                    stats[key] = [1.0, x]
+                else:
+                    s[0] += 1.0
+                    s[1] = _logaddexp(s[1], x)
+        # a -inf target (hard constraint everywhere) cannot be regressed
+        return {k: (beta * (lse - math.log(n)), n) for k, (n, lse) in stats.items() if lse > -math.inf}
+
+    return TrainSet(*_per_prompt_entries(prompt_ids, rollouts, table_of))
 
 
 def iw_fkl_set(prompt_ids: Sequence[Sequence[int]], rollouts: list[Rollout], beta: float,
@@ -139,7 +164,6 @@ def iw_fkl_set(prompt_ids: Sequence[Sequence[int]], rollouts: list[Rollout], bet
     """Self-normalised importance weights w_i = exp(R_i/beta) / sum_group exp(R/beta); the
     weight of (s, a) is W(s, a) = sum of w_i over the rollouts that chose a at s (from where
     their group was sampled on; the forced EOS at the cap is not a choice)."""
-    paths, _, owner = _path_index(prompt_ids, rollouts)
     groups: dict[int, list[int]] = {}
     for i, r in enumerate(rollouts):
         groups.setdefault(r.group, []).append(i)
@@ -148,13 +172,19 @@ def iw_fkl_set(prompt_ids: Sequence[Sequence[int]], rollouts: list[Rollout], bet
         logw = torch.tensor([rollouts[i].reward / beta for i in members], dtype=torch.float64)
         if torch.isfinite(logw).any():
             w[members] = torch.softmax(logw, dim=0)
-    table: dict[tuple[int, tuple[int, ...], int], tuple[float, float]] = {}
-    for r, wi in zip(rollouts, w.tolist(), strict=True):
-        if wi <= 0:
-            continue
-        for t, a in _steps(r, eos):
-            if t < r.start or (t >= max_tokens and a == eos):   # before the branch / forced EOS
+    wl = w.tolist()
+
+    def table_of(idx: list[int]) -> dict[tuple[tuple[int, ...], int], tuple[float, float]]:
+        table: dict[tuple[tuple[int, ...], int], tuple[float, float]] = {}
+        for i in idx:
+            r, wi = rollouts[i], wl[i]
+            if wi <= 0:
                 continue
-            key = (r.prompt, tuple(r.tokens[:t]), a)
-            table[key] = (0.0, table.get(key, (0.0, 0.0))[1] + wi)
-    return TrainSet(paths, *_spread(prompt_ids, paths, owner, table), groups=len(groups))
+            for t, a in _steps(r, eos):
+                if t < r.start or (t >= max_tokens and a == eos):   # before the branch / forced EOS
+                    continue
+                key = (tuple(r.tokens[:t]), a)
+                table[key] = (0.0, table.get(key, (0.0, 0.0))[1] + wi)
+        return table
+
+    return TrainSet(*_per_prompt_entries(prompt_ids, rollouts, table_of), groups=len(groups))
