@@ -35,11 +35,11 @@ def renumber(rollouts: list[dict], n_prompts: int, prompt_offset: int, branch_of
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("a", type=Path)
-    ap.add_argument("prompts_a", type=int)
-    ap.add_argument("b", type=Path)
-    ap.add_argument("prompts_b", type=int)
-    ap.add_argument("out", type=Path)
+    ap.add_argument("a", type=Path, help="rollouts.pt of the run over the first prompts")
+    ap.add_argument("prompts_a", type=int, help="number of prompts in run a's prompt file")
+    ap.add_argument("b", type=Path, help="rollouts.pt of the run over the prompts after them")
+    ap.add_argument("prompts_b", type=int, help="number of prompts in run b's prompt file")
+    ap.add_argument("out", type=Path, help="merged rollouts.pt (e.g. runs/NEW/train/rollouts.pt)")
     args = ap.parse_args()
     a = torch.load(args.a, weights_only=False)
     b = torch.load(args.b, weights_only=False)
