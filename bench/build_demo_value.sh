@@ -1,13 +1,33 @@
 #!/usr/bin/env bash
-# Train the bundled demo value model and install it at tilt/assets/demo-value/.
-#   bash bench/build_demo_value.sh        (about 95 min on a 2-core CPU: 62 min rollouts, 3 min training set, 27 min training)
+# Train the bundled demo value model and install it at tilt/assets/demo-value/. The exact
+# chain of commands that produced it (each stage was run separately, session 5 then 6):
+#   1. rollouts: the first 8000 prompts of bench/demo_train_prompts.txt with seed 0, the other
+#      8218 with seed 1 (two runs, so the first half could be reused from an earlier model),
+#      joined by bench/merge_rollouts.py: 2,151,856 rollouts;
+#   2. soft-Q regression (MSE), beta 0.2, 36,000 steps (bench/train_demo.yaml);
+#   3. the same run continued with the exp-space loss at beta 0.19 to step 48,000: the cosine
+#      schedule is stretched to 48,000 steps, so it resumes at 15% of the peak learning rate.
+#   bash bench/build_demo_value.sh      (about 4 h on a 2-core CPU: 2 x 55 min rollouts through
+#                                        vLLM, 50 min MSE training, 18 min exp-space training)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 VLLM_LOGGING_LEVEL=WARNING
-.venv/bin/tilt train --config bench/train_demo.yaml "$@"
+OUT=runs/demo-value
+mkdir -p "$OUT/train" runs/demo-value-parts
+head -n 8000 bench/demo_train_prompts.txt > runs/demo-value-parts/prompts_a.txt
+tail -n +8001 bench/demo_train_prompts.txt > runs/demo-value-parts/prompts_b.txt
+for part in a b; do
+  seed=0; [ "$part" = b ] && seed=1
+  .venv/bin/tilt train --config bench/train_demo.yaml --prompt-file runs/demo-value-parts/prompts_$part.txt \
+    --seed $seed --out runs/demo-value-parts/$part --resume --stop-after 0 --quiet
+done
+.venv/bin/python bench/merge_rollouts.py runs/demo-value-parts/a/train/rollouts.pt 8000 \
+  runs/demo-value-parts/b/train/rollouts.pt 8218 "$OUT/train/rollouts.pt"
+.venv/bin/tilt train --config bench/train_demo.yaml --resume                     # stage 2 (MSE)
+.venv/bin/tilt train --config bench/train_demo.yaml --resume --q-loss exp --beta 0.19 --steps 48000  # stage 3
 mkdir -p tilt/assets/demo-value
 for f in config.json generation_config.json model.safetensors tilt.json tokenizer.json tokenizer_config.json; do
-  if [ -f "runs/demo-value/$f" ]; then cp "runs/demo-value/$f" tilt/assets/demo-value/; fi
+  if [ -f "$OUT/$f" ]; then cp "$OUT/$f" tilt/assets/demo-value/; fi
 done
-cp runs/demo-value/train/summary.json tilt/assets/demo-value/train_summary.json
+cp "$OUT/train/summary.json" tilt/assets/demo-value/train_summary.json
 echo "installed tilt/assets/demo-value"
