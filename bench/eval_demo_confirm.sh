@@ -2,7 +2,7 @@
 # A larger, independent check of the demo criterion (issue 5): base, token guidance and
 # best-of-8 only, 32 samples per prompt (512 per method, 4x the table of bench/eval_demo.sh)
 # with a different seed; writes docs/eval/demo_confirm/.
-#   bash bench/eval_demo_confirm.sh [--betas 0.18,0.19]    (about 2 min on a 2-core CPU)
+#   bash bench/eval_demo_confirm.sh [--betas 0.16,0.165]    (about 2 min on a 2-core CPU)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 VLLM_LOGGING_LEVEL=WARNING
