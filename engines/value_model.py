@@ -20,6 +20,9 @@ The directory holds ``config.json``, ``model.safetensors``, the tokenizer files 
     vocab_size          V (must equal the base model's)
     reward              the reward spec it was trained for (string or dict)
     beta                the beta it was trained at (null for distributional models)
+    serve_beta          optional: the beta to guide at by default when serving, chosen by
+                        evaluation (a value model trained at one beta is often best used at
+                        another: its Q is shrunk towards the mean); null = ``beta``
     atoms               distributional atoms z_1..z_K (null for scalar models)
     training            free-form training statistics (steps, loss, data, seed, ...)
 
@@ -57,6 +60,7 @@ class ValueModelManifest:
     reward: Any = None
     beta: float | None = None
     atoms: list[float] | None = None
+    serve_beta: float | None = None
     training: dict[str, Any] = field(default_factory=dict)
     format: str = FORMAT
     version: int = 1
@@ -148,6 +152,10 @@ def check_value_model(path: str | Path, base_dir: str | Path | None = None) -> V
                               f" x {k} atom(s)")
     if manifest.atoms is None and (manifest.beta is None or manifest.beta <= 0):
         raise ValueModelError(f"{path}: a scalar value model needs beta > 0 in {MANIFEST}")
+    if manifest.serve_beta is not None and not (isinstance(manifest.serve_beta, (int, float))
+                                                and manifest.serve_beta > 0):
+        raise ValueModelError(f"{path}: serve_beta must be null or > 0 in {MANIFEST}, got "
+                              f"{manifest.serve_beta!r}")
     if base_dir is not None:
         base_fp = tokenizer_fingerprint(base_dir)
         if manifest.tokenizer_sha256 != base_fp:

@@ -68,6 +68,16 @@ def _max_positions(model_dir: Path) -> int | None:
         return None
 
 
+def _default_beta(manifest: dict[str, Any]) -> float | None:
+    """The manifest's ``serve_beta`` (chosen by evaluation) if set, else the beta it was
+    trained at; None if neither is a positive number."""
+    for key in ("serve_beta", "beta"):
+        b = manifest.get(key)
+        if isinstance(b, (int, float)) and not isinstance(b, bool) and b > 0:
+            return float(b)
+    return None
+
+
 def demo_config() -> dict[str, Any]:
     """What ``tilt serve`` with no model serves: the demo base on vLLM, the bundled value
     models and the VADER reward, each only if it is there (say so otherwise)."""
@@ -86,10 +96,11 @@ def demo_config() -> dict[str, Any]:
         name, manifest = next(iter(vms.items()))
         cfg["value_models"] = {k: v["path"] for k, v in vms.items()}
         cfg["defaults"] = {"value_model": name}
-        if isinstance(manifest.get("beta"), (int, float)) and manifest["beta"] > 0:
-            cfg["defaults"]["beta"] = float(manifest["beta"])  # the beta it was trained at
-        log.info("default value model %s (reward %s, beta %s)", name, manifest.get("reward"),
-                 manifest.get("beta"))
+        beta = _default_beta(manifest)
+        if beta is not None:
+            cfg["defaults"]["beta"] = beta
+        log.info("default value model %s (reward %s, default beta %s)", name,
+                 manifest.get("reward"), beta)
     else:
         log.warning("no bundled value model found under %s; guided methods that need one "
                     "(token, smc, blockwise) will answer 400 until one is configured", ASSETS)

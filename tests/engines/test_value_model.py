@@ -59,6 +59,12 @@ def test_bad_directories_rejected(tmp_path, engine_models):
                                              "beta": 1.0}))
     with pytest.raises(ValueModelError, match="output size"):
         check_value_model(bare)
+    good = json.loads((engine_models.value_model / MANIFEST).read_text())
+    (bare / MANIFEST).write_text(json.dumps({**good, "serve_beta": -0.5}))
+    with pytest.raises(ValueModelError, match="serve_beta must be null or > 0"):
+        check_value_model(bare)
+    (bare / MANIFEST).write_text(json.dumps({**good, "serve_beta": 0.5}))
+    assert check_value_model(bare).serve_beta == 0.5
 
 
 async def test_q_values_batched_equals_single(engine_models):

@@ -76,7 +76,7 @@ def test_tilt_serve_starts_and_answers(tmp_path):
         assert proc.wait(timeout=30) == 0
 
 
-def test_demo_config_uses_bundled_value_model_and_its_beta(tmp_path, monkeypatch):
+def test_demo_config_uses_bundled_value_model_and_its_serving_beta(tmp_path, monkeypatch):
     import json
 
     import tilt.cmd_serve as cmd
@@ -93,5 +93,8 @@ def test_demo_config_uses_bundled_value_model_and_its_beta(tmp_path, monkeypatch
     assert cfg["engine"] == "vllm" and cfg["engine_options"] == {"max_model_len": 512}
     assert cfg["value_models"] == {"demo-value": str(tmp_path / "demo-value")}
     assert cfg["defaults"] == {"value_model": "demo-value", "beta": 0.1, "reward": "vader"}
+    (tmp_path / "demo-value" / "tilt.json").write_text(json.dumps(
+        {"format": "tilt-value-model", "reward": "vader", "beta": 0.1, "serve_beta": 0.08}))
+    assert cmd.demo_config()["defaults"]["beta"] == 0.08  # the evaluated serving beta wins
     monkeypatch.setattr(cmd, "DEMO_BASE", tmp_path / "missing")
     assert cmd.demo_config()["model"].startswith("toy:")  # falls back, with a warning
