@@ -32,6 +32,7 @@ def train(
     out: str | None = typer.Option(None, help="output value-model directory"),
     objective: str | None = typer.Option(None, help="soft_q (default) | iw_fkl"),
     q_loss: str | None = typer.Option(None, help="soft_q loss: mse | exp (exp-space pooling)"),
+    exp_clip: float | None = typer.Option(None, help="exp loss: u = (target - Q)/beta past which exp is linear"),
     beta: float | None = typer.Option(None, help="tilt temperature"),
     prompt: list[str] | None = typer.Option(None, help="a prompt (repeatable)"),
     prompt_file: str | None = typer.Option(None, help="one prompt per line"),
@@ -61,7 +62,7 @@ def train(
 
     overrides = {k: v for k, v in {
         "model": model, "reward": reward, "engine": engine, "out": out, "objective": objective,
-        "q_loss": q_loss, "beta": beta, "prompts": list(prompt) if prompt else None, "prompt_file": prompt_file,
+        "q_loss": q_loss, "exp_clip": exp_clip, "beta": beta, "prompts": list(prompt) if prompt else None, "prompt_file": prompt_file,
         "max_tokens": max_tokens, "rollouts": rollouts, "branch_points": branch_points,
         "branches": branches, "branch_from": branch_from, "steps": steps, "batch_size": batch_size, "lr": lr,
         "eval_every": eval_every, "ckpt_every": ckpt_every, "seed": seed, "hidden": hidden,

@@ -30,6 +30,8 @@ class TrainConfig:
                                         the rollouts through s+a
                               q_loss (soft_q): mse, or exp = the exp-Bregman divergence
                                         (same per-(s, a) minimiser, pooled in exp space)
+                              exp_clip (exp): u = (target - Q)/beta beyond which exp is
+                                        continued linearly (bounded gradients)
                               iw_fkl  : -sum_i w_i sum_t log softmax(l_ref + Q_theta/beta)(y_t),
                                         w_i ∝ exp(R_i/beta) self-normalised per prompt
     beta                      tilt temperature the value model is trained for
@@ -55,6 +57,7 @@ class TrainConfig:
     out: str = "runs/value"
     objective: str = "soft_q"
     q_loss: str = "mse"
+    exp_clip: float = 4.0
     beta: float = 1.0
     prompts: list[str] = field(default_factory=lambda: [""])
     prompt_file: str | None = None
@@ -94,7 +97,7 @@ class TrainConfig:
             "eval_every": self.eval_every >= 1, "ckpt_every": self.ckpt_every >= 1,
             "hidden": self.hidden >= 1, "layers": self.layers >= 1, "heads": self.heads >= 1,
             "intermediate": self.intermediate >= 1, "val_fraction": 0 <= self.val_fraction < 1,
-            "temperature": self.temperature > 0,
+            "temperature": self.temperature > 0, "exp_clip": self.exp_clip > 0,
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:

@@ -217,7 +217,8 @@ def batch_loss(model, batch, cfg: TrainConfig, base: BaseRows | None) -> torch.T
 
 def _soft_q(q_sa: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
     if cfg.q_loss == "exp":
-        return objectives.soft_q_exp_loss(q_sa, targets.float(), weights.float(), cfg.beta)
+        return objectives.soft_q_exp_loss(q_sa, targets.float(), weights.float(), cfg.beta,
+                                               u_max=cfg.exp_clip)
     return objectives.soft_q_loss(q_sa, targets.float(), weights.float())
 
 
@@ -413,6 +414,7 @@ async def _train(cfg, handle, reward, out: Path, work: Path, resume: bool, show:
             await evaluate(step, running)
         summary = {
             "objective": cfg.objective, "q_loss": cfg.q_loss, "beta": cfg.beta, "steps": step, "world_size": size,
+            **({"exp_clip": cfg.exp_clip} if cfg.q_loss == "exp" else {}),
             "rollouts": len(rollouts), "paths": len(full.paths), "entries": int(len(full.entries)),
             "parameters": vmodel.num_parameters(model), "seed": cfg.seed,
             "seconds_rollouts": round(t_roll, 2), "seconds_train": round(t_train, 2),

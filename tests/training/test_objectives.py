@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from training import objectives
@@ -92,6 +93,20 @@ def test_exp_loss_minimiser_is_the_soft_value_of_pooled_samples():
     opt.step(closure)
     soft = beta * (torch.logsumexp(r / beta, 0) - math.log(5))
     assert abs(float(q.detach()) - float(soft)) < 1e-6 and float(soft) > float(r.mean()) + 0.1
+
+
+def test_exp_loss_is_linear_past_the_clip_and_exact_below_it():
+    """exp(u) - u - 1 for u <= u_max; past it exp continues along its tangent at u_max."""
+    beta, u_max = 0.2, 4.0
+    u = torch.tensor([-1.0, 0.5, 3.9, 4.5, 6.0], dtype=torch.float64)
+    one = torch.ones(1, dtype=torch.float64)
+    for clip in (u_max, 10.0):
+        got = [float(objectives.soft_q_exp_loss(torch.zeros(1, dtype=torch.float64),
+                                                 (beta * x).view(1), one, beta, u_max=clip))
+               for x in u]
+        want = [math.exp(x) - x - 1 if x <= clip else
+                math.exp(clip) * (1 + x - clip) - x - 1 for x in u.tolist()]
+        assert got == pytest.approx(want, rel=1e-9)
 
 
 def test_grouped_iw_fkl_batch_loss_equals_the_per_entry_formula():
