@@ -6,7 +6,8 @@
 #      joined by bench/merge_rollouts.py: 2,151,856 rollouts;
 #   2. soft-Q regression (MSE), beta 0.2, 36,000 steps (bench/train_demo.yaml);
 #   3. the same run continued with the exp-space loss at beta 0.19 to step 48,000: the cosine
-#      schedule is stretched to 48,000 steps, so it resumes at 15% of the peak learning rate.
+#      schedule is stretched to 48,000 steps, so it resumes at 15% of the peak learning rate;
+#   4. serve_beta 0.16 written into the installed manifest (the default beta of tilt serve).
 #   bash bench/build_demo_value.sh      (about 4 h on a 2-core CPU: 2 x 55 min rollouts through
 #                                        vLLM, 50 min MSE training, 18 min exp-space training)
 set -euo pipefail
@@ -30,4 +31,8 @@ for f in config.json generation_config.json model.safetensors tilt.json tokenize
   if [ -f "$OUT/$f" ]; then cp "$OUT/$f" tilt/assets/demo-value/; fi
 done
 cp "$OUT/train/summary.json" tilt/assets/demo-value/train_summary.json
+# Serve it at beta 0.16 by default: the beta whose KL matched best-of-8's bound on seed 1
+# (docs/eval/demo_objectives/objectives.md); the exp-trained Q is shrunk, so beta_train is too weak.
+.venv/bin/python -c "from engines.value_model import ValueModelManifest as M
+m = M.read('tilt/assets/demo-value'); m.serve_beta = 0.16; m.write('tilt/assets/demo-value')"
 echo "installed tilt/assets/demo-value"
