@@ -55,6 +55,21 @@ class LeanLlama:
         if cfg.get("model_type") != "llama":
             raise ValueError(f"{path}: value models inside vLLM must be Llama architecture, "
                              f"got model_type {cfg.get('model_type')!r}")
+        self._setup(cfg, _load_state_dict(path), device, dtype)
+
+    @classmethod
+    def from_weights(cls, cfg: dict, state_dict: dict[str, torch.Tensor],
+                     device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> LeanLlama:
+        """From an in-memory config dict and state dict (e.g. a model being trained)."""
+        self = cls.__new__(cls)
+        state = {k: v.detach() for k, v in state_dict.items()}
+        if cfg.get("tie_word_embeddings"):
+            state.pop("lm_head.weight", None)  # the embedding (counted once)
+        self._setup(cfg, state, device, dtype)
+        return self
+
+    def _setup(self, cfg: dict, state: dict[str, torch.Tensor], device: str | torch.device,
+               dtype: torch.dtype) -> None:
         self.device, self.dtype = torch.device(device), dtype
         self.n_layers = int(cfg["num_hidden_layers"])
         self.n_heads = int(cfg["num_attention_heads"])
@@ -63,7 +78,7 @@ class LeanLlama:
         self.head_dim = int(cfg.get("head_dim") or self.hidden // self.n_heads)
         self.eps = float(cfg.get("rms_norm_eps", 1e-6))
         self.vocab_out = int(cfg["vocab_size"])
-        sd = {k: v.to(device=self.device, dtype=dtype) for k, v in _load_state_dict(path).items()}
+        sd = {k: v.to(device=self.device, dtype=dtype) for k, v in state.items()}
         self.embed = sd["model.embed_tokens.weight"]
         self.norm = sd["model.norm.weight"]
         self.lm_head = sd.get("lm_head.weight", self.embed)

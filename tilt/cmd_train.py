@@ -30,7 +30,13 @@ def train(
     reward: str | None = typer.Option(None, help="reward spec, e.g. vader or toy:seed=0"),
     engine: str | None = typer.Option(None, help="vllm | transformers | toy"),
     out: str | None = typer.Option(None, help="output value-model directory"),
-    objective: str | None = typer.Option(None, help="soft_q (default) | iw_fkl"),
+    objective: str | None = typer.Option(None, help="soft_q (default) | iw_fkl | reverse_kl (on-policy)"),
+    init_from: str | None = typer.Option(None, help="start from this saved value model"),
+    init_scale: float | None = typer.Option(None, help="multiply the initial Q by this"),
+    group: int | None = typer.Option(None, help="reverse_kl: completions per prompt in a step"),
+    baseline: str | None = typer.Option(None, help="reverse_kl: loo | value"),
+    rollout_policy: str | None = typer.Option(None, help="soft_q rollouts: base | guided (init_from's policy)"),
+    guide_beta: float | None = typer.Option(None, help="beta of the guided rollout policy"),
     q_loss: str | None = typer.Option(None, help="soft_q loss: mse | exp (exp-space pooling)"),
     exp_clip: float | None = typer.Option(None, help="exp loss: u = (target - Q)/beta past which exp is linear"),
     beta: float | None = typer.Option(None, help="tilt temperature"),
@@ -62,6 +68,8 @@ def train(
 
     overrides = {k: v for k, v in {
         "model": model, "reward": reward, "engine": engine, "out": out, "objective": objective,
+        "init_from": init_from, "init_scale": init_scale, "group": group, "baseline": baseline,
+        "rollout_policy": rollout_policy, "guide_beta": guide_beta,
         "q_loss": q_loss, "exp_clip": exp_clip, "beta": beta, "prompts": list(prompt) if prompt else None, "prompt_file": prompt_file,
         "max_tokens": max_tokens, "rollouts": rollouts, "branch_points": branch_points,
         "branches": branches, "branch_from": branch_from, "steps": steps, "batch_size": batch_size, "lr": lr,

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-OBJECTIVES = ("soft_q", "iw_fkl")
+OBJECTIVES = ("soft_q", "iw_fkl", "reverse_kl")
 
 
 class ConfigError(ValueError):
@@ -34,6 +34,23 @@ class TrainConfig:
                                         continued linearly (bounded gradients)
                               iw_fkl  : -sum_i w_i sum_t log softmax(l_ref + Q_theta/beta)(y_t),
                                         w_i ∝ exp(R_i/beta) self-normalised per prompt
+                              reverse_kl: on-policy KL(pi_theta || pi*) = E_{pi_theta}[sum_t KL_t
+                                        - R/beta] + log Z, on completions of the guided policy
+                                        itself (training.reverse_kl); no rollout set. batch_size
+                                        = completions per step, ``group`` per prompt (the
+                                        leave-one-out baseline); rollouts/branch_* unused
+    init_from                 start from this saved value model (of the same base) instead of a
+                              fresh one; the architecture keys are then ignored
+    init_scale                multiply the initial Q by this (exact: scales the final norm); e.g.
+                              beta / serve_beta of init_from starts reverse_kl at the policy that
+                              model is served as
+    rollout_policy            soft_q: base (rollouts from pi_ref, log-mean-exp targets) or guided
+                              (rollouts from softmax(l_ref + Q_init/guide_beta) of init_from,
+                              on-policy targets R - beta sum_{t'>t} KL_t', training.targets)
+    guide_beta                beta of the guided rollout policy (default: beta)
+    group                     reverse_kl: completions per prompt in a step (>= 2)
+    baseline                  reverse_kl: loo (leave-one-out mean of the group) or value (the
+                              value model's E_pi[Q]/beta at each state)
     beta                      tilt temperature the value model is trained for
     prompts / prompt_file     prompts (text; toy: runs of <id>); "" is the empty prompt
     max_tokens                T (completion length cap; toy: its len)
@@ -58,6 +75,12 @@ class TrainConfig:
     objective: str = "soft_q"
     q_loss: str = "mse"
     exp_clip: float = 4.0
+    init_from: str | None = None
+    init_scale: float = 1.0
+    group: int = 8
+    baseline: str = "loo"
+    rollout_policy: str = "base"
+    guide_beta: float | None = None
     beta: float = 1.0
     prompts: list[str] = field(default_factory=lambda: [""])
     prompt_file: str | None = None
@@ -98,10 +121,28 @@ class TrainConfig:
             "hidden": self.hidden >= 1, "layers": self.layers >= 1, "heads": self.heads >= 1,
             "intermediate": self.intermediate >= 1, "val_fraction": 0 <= self.val_fraction < 1,
             "temperature": self.temperature > 0, "exp_clip": self.exp_clip > 0,
+            "group": self.group >= 2, "init_scale": self.init_scale > 0,
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             raise ConfigError("invalid config value(s): " + ", ".join(f"{k}={getattr(self, k)!r}" for k in bad))
+        if self.baseline not in ("loo", "value"):
+            raise ConfigError(f"baseline must be loo or value, got {self.baseline!r}")
+        if self.rollout_policy not in ("base", "guided"):
+            raise ConfigError(f"rollout_policy must be base or guided, got {self.rollout_policy!r}")
+        if self.rollout_policy == "guided" and not (
+                self.init_from and self.objective == "soft_q" and self.q_loss == "mse"
+                and self.branch_points == 0):
+            raise ConfigError("rollout_policy guided needs init_from (the policy to roll out), "
+                              "objective soft_q with q_loss mse, and branch_points 0")
+        if self.guide_beta is not None and not (isinstance(self.guide_beta, int | float)
+                                                and self.guide_beta > 0):
+            raise ConfigError(f"guide_beta must be > 0, got {self.guide_beta!r}")
+        if self.init_from is not None and not isinstance(self.init_from, str):
+            raise ConfigError(f"init_from must be a path, got {self.init_from!r}")
+        if self.objective == "reverse_kl" and self.batch_size % self.group:
+            raise ConfigError(f"reverse_kl: batch_size ({self.batch_size}) must be a multiple of "
+                              f"group ({self.group})")
         if self.hidden % self.heads:
             raise ConfigError(f"hidden ({self.hidden}) must be divisible by heads ({self.heads})")
         return self

@@ -46,3 +46,22 @@ def iw_fkl_loss(base_logp: torch.Tensor, q: torch.Tensor, actions: torch.Tensor,
     logp = guided_logprobs(base_logp, q, beta).gather(1, actions.view(-1, 1)).squeeze(1)
     w = weight.to(q.dtype)
     return -(w * logp).sum() / w.sum().clamp_min(1e-12)
+
+
+def reverse_kl_loss(base_logp: torch.Tensor, q: torch.Tensor, actions: torch.Tensor,
+                    advantage: torch.Tensor, beta: float, n_sequences: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Surrogate of the reverse KL  KL(pi_theta || pi*) = E_{y~pi_theta}[sum_t KL_t - R/beta] + log Z
+    (the paper's objective for distilling an EBM into an ARM), on on-policy steps e = (s_e, a_e):
+
+        loss = (1/B) sum_e [ KL(pi_theta(.|s_e) || pi_ref(.|s_e)) - A_e log pi_theta(a_e | s_e) ]
+
+    whose gradient is the reverse KL's: each visited state's KL is differentiated exactly, and
+    the path's dependence on theta by the score function with A_e = G_e - b_e (detached),
+    G_e = R/beta - sum_{t' > t} KL_t' the reward-to-go of the step and b_e a baseline that does
+    not depend on the row's own actions. Returns (loss, per-step KL detached [E])."""
+    logp = guided_logprobs(base_logp, q, beta)
+    p = logp.exp()
+    kl_t = torch.where(p > 0, p * (logp - base_logp.to(logp.dtype)), 0.0).sum(-1)
+    logp_a = logp.gather(1, actions.view(-1, 1)).squeeze(1)
+    loss = (kl_t - advantage.to(logp.dtype) * logp_a).sum() / n_sequences
+    return loss, kl_t.detach()

@@ -32,6 +32,7 @@ class Rollout:
     start: int           # len of the shared completion prefix the group was sampled after
     reward: float = float("nan")
     tilted: bool = False  # the prefix was chosen for its reward: only steps t >= start are pi_ref samples
+    kl: list[float] | None = None  # guided rollouts: KL(pi_theta || pi_ref) at each decision
 
 
 async def _token_loop(lm: LanguageModel, contexts: list[list[int]], budgets: list[int],

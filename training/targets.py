@@ -10,6 +10,13 @@ soft_q  One entry per distinct (state s, action a) seen in any rollout:
         which is the Monte-Carlo estimate of Q(s, a) = beta log E_{pi_ref}[exp(R/beta) | s, a]
         (for a = EOS it is R(s) itself, exactly). Branches cut from reward-selected
         parents (``Rollout.tilted``) count only from their branch point on.
+soft_q on guided rollouts (``onpolicy_q_set``): the rollouts come from a guided policy pi
+        (``Rollout.kl`` holds its KL to pi_ref at each decision), and
+            target = mean over the rollouts through s+a of  R - beta sum_{t' > t} KL_t'
+            weight = n
+        the Monte-Carlo estimate of pi's soft value Q^pi(s, a) = E_pi[R - beta sum KL | s, a].
+        softmax(l_ref + Q^pi/beta) improves on pi (soft policy improvement), and when pi = pi*
+        it is Q* itself: a plain mean, with no log-mean-exp over a few samples.
 iw_fkl  One entry per sampled step (s_t, y_t) of every rollout, from where its group was
         sampled (t >= start), EOS included unless forced at the cap:
             weight = w_i = exp(R_i / beta) / sum_{k in group} exp(R_k / beta),  target unused.
@@ -158,6 +165,40 @@ def soft_q_set(prompt_ids: Sequence[Sequence[int]], rollouts: list[Rollout], bet
                     s[1] = _logaddexp(s[1], x)
         # a -inf target (hard constraint everywhere) cannot be regressed
         return {k: (beta * (lse - math.log(n)), n) for k, (n, lse) in stats.items() if lse > -math.inf}
+
+    return TrainSet(*_per_prompt_entries(prompt_ids, rollouts, table_of))
+
+
+def onpolicy_q_set(prompt_ids: Sequence[Sequence[int]], rollouts: list[Rollout], beta: float,
+                   eos: int) -> TrainSet:
+    """On-policy soft-Q targets: the mean of R - beta·sum_{t'>t} KL_t' over the guided rollouts
+    through s + a (weight n); after a capped completion's last token, Q(s_T, EOS) = R."""
+    for r in rollouts:
+        if r.kl is None:
+            raise ValueError("on-policy targets need guided rollouts (Rollout.kl)")
+        if not math.isfinite(r.reward):
+            raise ValueError(f"on-policy targets need finite rewards, got {r.reward}")
+
+    def table_of(idx: list[int]) -> dict[tuple[tuple[int, ...], int], tuple[float, float]]:
+        stats: dict[tuple[tuple[int, ...], int], list[float]] = {}   # -> [n, sum of targets]
+        for i in idx:
+            r = rollouts[i]
+            after = 0.0                      # sum of KL_t' over t' > t, built backwards
+            togo = []
+            for k in reversed(r.kl):
+                togo.append(r.reward - beta * after)
+                after += k
+            togo.reverse()
+            for t, a in _steps(r, eos):
+                key = (tuple(r.tokens[:t]), a)
+                g = togo[t] if t < len(togo) else r.reward   # the forced EOS at the cap
+                s = stats.get(key)
+                if s is None:
+                    stats[key] = [1.0, g]
+                else:
+                    s[0] += 1.0
+                    s[1] += g
+        return {k: (total / n, n) for k, (n, total) in stats.items()}
 
     return TrainSet(*_per_prompt_entries(prompt_ids, rollouts, table_of))
 

@@ -3,6 +3,9 @@
     rollouts (engine) -> rewards (batched) -> TrainSet (soft_q | iw_fkl) -> AdamW steps
     -> periodic evaluation, checkpoints -> value model in the engines' format at ``cfg.out``
 
+    reverse_kl (``training.reverse_kl``): no rollout set; every step samples episodes of the
+    current guided policy and descends KL(pi_theta || pi*) on them.
+
 Files under ``cfg.out``: the value model (config.json, model.safetensors, tilt.json, tokenizer
 files) and ``train/``: rollouts.pt (reused on --resume), checkpoint.pt, metrics.jsonl.
 
@@ -31,7 +34,7 @@ from tqdm.auto import tqdm
 from training import objectives, vmodel
 from training.config import ConfigError, TrainConfig
 from training.rollouts import Rollout, collect_rollouts
-from training.targets import TrainSet, iw_fkl_set, soft_q_set
+from training.targets import TrainSet, iw_fkl_set, onpolicy_q_set, soft_q_set
 
 EXACT_MAX_SEQUENCES = 200_000  # toy evaluation enumerates when the space is at most this big
 
@@ -97,11 +100,14 @@ async def get_rollouts(cfg: TrainConfig, handle: Any, reward: Any, prompt_ids: l
         saved = torch.load(path, weights_only=False)
         return [Rollout(**r) for r in saved["rollouts"]]
     share = cfg.rollouts // size + (1 if rank < cfg.rollouts % size else 0)
-    mine = await collect_rollouts(handle.lm, reward, prompt_ids, rollouts=share,
-                                  max_tokens=cfg.max_tokens, branch_points=cfg.branch_points,
-                                  branches=cfg.branches, seed=cfg.seed * 1000 + rank,
-                                  temperature=cfg.temperature, branch_from=cfg.branch_from,
-                                  beta=cfg.beta, progress=show and rank == 0)
+    if cfg.rollout_policy == "guided":
+        mine = await guided_rollouts(cfg, handle, reward, prompt_ids, share, show and rank == 0)
+    else:
+        mine = await collect_rollouts(handle.lm, reward, prompt_ids, rollouts=share,
+                                      max_tokens=cfg.max_tokens, branch_points=cfg.branch_points,
+                                      branches=cfg.branches, seed=cfg.seed * 1000 + rank,
+                                      temperature=cfg.temperature, branch_from=cfg.branch_from,
+                                      beta=cfg.beta, progress=show and rank == 0)
     if size > 1:
         gathered: list[Any] = [None] * size
         dist.all_gather_object(gathered, [asdict(r) for r in mine])
@@ -119,7 +125,22 @@ async def get_rollouts(cfg: TrainConfig, handle: Any, reward: Any, prompt_ids: l
     return mine
 
 
+async def guided_rollouts(cfg: TrainConfig, handle: Any, reward: Any, prompt_ids: list[list[int]],
+                          per_prompt: int, show: bool) -> list[Rollout]:
+    """Rollouts of the guided policy softmax(l_ref + Q_init/guide_beta) of the starting model."""
+    from training import onpolicy
+
+    rank, _ = world()
+    behaviour = initial_model(cfg, handle.lm.vocab_size, 64).eval()
+    return await onpolicy.collect_guided_rollouts(
+        onpolicy.base_stepper(cfg.model, handle.lm), behaviour, reward, prompt_ids,
+        rollouts=per_prompt, max_tokens=cfg.max_tokens, beta=cfg.guide_beta or cfg.beta,
+        eos=handle.lm.eos_token_id, seed=cfg.seed * 1000 + rank, progress=show)
+
+
 def build_set(cfg: TrainConfig, prompt_ids: list[list[int]], rollouts: list[Rollout], eos: int) -> TrainSet:
+    if cfg.rollout_policy == "guided":
+        return onpolicy_q_set(prompt_ids, rollouts, cfg.beta, eos)
     if cfg.objective == "soft_q":
         return soft_q_set(prompt_ids, rollouts, cfg.beta, eos)
     return iw_fkl_set(prompt_ids, rollouts, cfg.beta, eos, cfg.max_tokens)
@@ -335,11 +356,31 @@ async def train_async(cfg: TrainConfig, *, resume: bool = False, progress: bool 
             dist.destroy_process_group()
 
 
+def initial_model(cfg: TrainConfig, vocab: int, max_positions: int) -> torch.nn.Module:
+    """The value model training starts from: ``init_from`` (an existing value model of this
+    base) or a fresh one of the configured architecture (zero head: Q = 0)."""
+    if cfg.init_from:
+        try:
+            model = vmodel.load_value_model(cfg.init_from, cfg.model, vocab)
+        except ValueError as exc:
+            raise ConfigError(f"cannot start from {cfg.init_from!r}: {exc}") from exc
+        vmodel.scale_q(model, cfg.init_scale)
+        return model
+    return vmodel.new_value_model(vocab, hidden=cfg.hidden, layers=cfg.layers, heads=cfg.heads,
+                                  intermediate=cfg.intermediate, seed=cfg.seed,
+                                  tie=cfg.tie_embeddings, max_positions=max_positions)
+
+
 async def _train(cfg, handle, reward, out: Path, work: Path, resume: bool, show: bool,
                  stop_after: int | None = None) -> dict[str, Any]:
     rank, size = world()
     prompt_ids = encode_prompts(handle, cfg.load_prompts())
     eos, vocab = handle.lm.eos_token_id, handle.lm.vocab_size
+    if cfg.init_from:
+        initial_model(cfg, vocab, 64)  # fail now (exit 2), not after collecting rollouts
+    if cfg.objective == "reverse_kl":
+        return await _train_reverse_kl(cfg, handle, reward, prompt_ids, out, work, resume, show,
+                                       stop_after)
     t0 = time.time()
     rollouts = await get_rollouts(cfg, handle, reward, prompt_ids, work, resume, show)
     t_roll = time.time() - t0
@@ -349,9 +390,7 @@ async def _train(cfg, handle, reward, out: Path, work: Path, resume: bool, show:
     if cfg.objective == "iw_fkl":
         base = BaseRows(handle, cfg)
         await base.prepare(full)
-    model = vmodel.new_value_model(vocab, hidden=cfg.hidden, layers=cfg.layers, heads=cfg.heads,
-                                   intermediate=cfg.intermediate, seed=cfg.seed, tie=cfg.tie_embeddings,
-                                   max_positions=max(64, max(len(p) for p in full.paths) + 1))
+    model = initial_model(cfg, vocab, max(64, max(len(p) for p in full.paths) + 1))
     net = torch.nn.parallel.DistributedDataParallel(model) if size > 1 else model
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     warmup = max(1, min(100, cfg.steps // 20))
@@ -414,12 +453,52 @@ async def _train(cfg, handle, reward, out: Path, work: Path, resume: bool, show:
             await evaluate(step, running)
         summary = {
             "objective": cfg.objective, "q_loss": cfg.q_loss, "beta": cfg.beta, "steps": step, "world_size": size,
+            **({"init_from": cfg.init_from, "init_scale": cfg.init_scale} if cfg.init_from else {}),
+            **({"rollout_policy": "guided", "guide_beta": cfg.guide_beta or cfg.beta}
+               if cfg.rollout_policy == "guided" else {}),
             **({"exp_clip": cfg.exp_clip} if cfg.q_loss == "exp" else {}),
             "rollouts": len(rollouts), "paths": len(full.paths), "entries": int(len(full.entries)),
             "parameters": vmodel.num_parameters(model), "seed": cfg.seed,
             "seconds_rollouts": round(t_roll, 2), "seconds_train": round(t_train, 2),
             "final": history[-1] if history else {},
         }
+        model.eval()
+        vmodel.save(model, out, base=cfg.model, vocab_size=vocab, reward=cfg.reward,
+                    beta=cfg.beta, training=summary)
+        (work / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if size > 1:
+        dist.barrier()
+    return summary
+
+
+async def _train_reverse_kl(cfg, handle, reward, prompt_ids, out: Path, work: Path, resume: bool,
+                            show: bool, stop_after: int | None) -> dict[str, Any]:
+    """The on-policy objective (``training.reverse_kl``): no rollout set, episodes per step."""
+    from training import reverse_kl
+
+    rank, size = world()
+    vocab = handle.lm.vocab_size
+    model = initial_model(cfg, vocab, max(64, max(len(p) for p in prompt_ids) + cfg.max_tokens + 1))
+    exact_eval = None
+    if toy_enumerable(cfg, handle) and len(prompt_ids) == 1:
+        async def exact_eval(m):
+            return await exact_report(handle.lm, reward, prompt_ids[0], cfg.max_tokens, cfg.beta,
+                                      model_q_fn(m))
+    t1 = time.time()
+    step, history = await reverse_kl.train_loop(cfg, handle, reward, model, prompt_ids, work,
+                                                resume=resume, show=show, stop_after=stop_after,
+                                                exact_eval=exact_eval)
+    if step < cfg.steps:
+        return {"stopped_at": step, "checkpoint": str(work / "checkpoint.pt")} if rank == 0 else {}
+    summary: dict[str, Any] = {}
+    if rank == 0:
+        summary = {"objective": cfg.objective, "beta": cfg.beta, "steps": step, "world_size": size,
+                   "episodes": step * cfg.batch_size * size, "group": cfg.group,
+                   "baseline": cfg.baseline, "lr": cfg.lr, "init_from": cfg.init_from,
+                   "init_scale": cfg.init_scale, "prompts": len(prompt_ids),
+                   "parameters": vmodel.num_parameters(model), "seed": cfg.seed,
+                   "seconds_train": round(time.time() - t1, 2),
+                   "final": history[-1] if history else {}}
         model.eval()
         vmodel.save(model, out, base=cfg.model, vocab_size=vocab, reward=cfg.reward,
                     beta=cfg.beta, training=summary)

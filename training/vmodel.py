@@ -42,6 +42,35 @@ def new_value_model(vocab_size: int, *, hidden: int, layers: int, heads: int, in
     return model
 
 
+def load_value_model(path: str | Path, base: str, vocab_size: int):
+    """A saved scalar value model of ``base`` as a trainable LlamaForCausalLM (``init_from``).
+    Raises ValueError when it is not one (another tokenizer or vocabulary, atoms, not Llama)."""
+    from transformers import AutoModelForCausalLM
+
+    if base.startswith("toy:"):
+        manifest = check_value_model(path)
+        if manifest.tokenizer_sha256 != toy_fingerprint(vocab_size):
+            raise ValueError(f"{path} is not a value model of {base}")
+    else:
+        from engines.loader import resolve_model_dir
+
+        manifest = check_value_model(path, resolve_model_dir(base))
+    if manifest.atoms is not None or manifest.vocab_size != vocab_size:
+        raise ValueError(f"{path}: need a scalar value model over {vocab_size} ids")
+    model = AutoModelForCausalLM.from_pretrained(Path(path), dtype=torch.float32)
+    if model.config.model_type != "llama":
+        raise ValueError(f"{path}: value models are trained as Llama, got {model.config.model_type!r}")
+    return model
+
+
+@torch.no_grad()
+def scale_q(model: torch.nn.Module, factor: float) -> None:
+    """Q_theta <- factor · Q_theta exactly: the output head reads RMSNorm(h) ⊙ w, linear in the
+    final norm's weight w (tied or untied head alike)."""
+    if factor != 1.0:
+        model.model.norm.weight.mul_(factor)
+
+
 def num_parameters(model: torch.nn.Module) -> int:
     """Distinct parameters (a tied embedding counts once)."""
     return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())

@@ -31,6 +31,14 @@ def run(args):
     (["--reward", "toy:seed=0", "--objective", "nope"], "objective must be one of"),
     (["--reward", "toy:seed=0", "--steps", "0"], "invalid config value"),
     (["--reward", "toy:seed=0", "--branch-from", "sideways"], "branch_from must be uniform or tilted"),
+    (["--reward", "toy:seed=0", "--objective", "reverse_kl", "--batch-size", "10", "--group", "4"],
+     "must be a multiple of group"),
+    (["--reward", "toy:seed=0", "--objective", "reverse_kl", "--group", "1"], "invalid config value"),
+    (["--reward", "toy:seed=0", "--objective", "reverse_kl", "--baseline", "zero"],
+     "baseline must be loo or value"),
+    (["--reward", "toy:seed=0", "--rollout-policy", "guided"], "rollout_policy guided needs init_from"),
+    (["--reward", "toy:seed=0", "--init-from", "/no/such/value-model"], "cannot start from"),
+    (["--reward", "toy:seed=0", "--init-from", "tilt/assets/demo-value"], "cannot start from"),
 ])
 def test_train_bad_input_exits_2(tmp_path, args, message):
     res = run(["train", *TOY, "--out", str(tmp_path), *args])
