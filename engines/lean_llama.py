@@ -118,6 +118,11 @@ class LeanLlama:
                 heapq.heappush(self._free, s)
         return heapq.heappop(self._free)
 
+    def reserve(self, n_slots: int) -> None:
+        """Make slots 0..n_slots-1 usable directly (callers that own the whole cache)."""
+        while self._n_slots < n_slots:
+            self.alloc()
+
     def free(self, slot: int) -> None:
         heapq.heappush(self._free, slot)
 

@@ -38,8 +38,7 @@ class LeanStepper:
         self.lengths: list[int] = []
 
     def start(self, prompts: Sequence[Sequence[int]]) -> torch.Tensor:
-        while self.lean._n_slots < len(prompts):
-            self.lean.alloc()
+        self.lean.reserve(len(prompts))
         self.lengths = [len(p) for p in prompts]
         return self.lean.extend(list(range(len(prompts))), [0] * len(prompts), prompts)
 
