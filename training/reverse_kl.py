@@ -177,11 +177,7 @@ async def train_loop(cfg: TrainConfig, handle: Any, reward: Any, model: torch.nn
                                             max_tokens=cfg.max_tokens, eos=eos, gen=gen)
         rewards = await score_episodes(reward, ep, cfg.group)
         loss, st = episode_loss(net, ep, rewards, cfg.beta, cfg.group, eos, cfg.baseline)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
+        vmodel.clipped_step(loss, model, opt, sched)
         step += 1
         running = st if not running else {k: 0.95 * running[k] + 0.05 * st[k] for k in st}
         bar.update(1)

@@ -425,11 +425,7 @@ async def _train(cfg, handle, reward, out: Path, work: Path, resume: bool, show:
     last = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
     while step < last:
         loss = batch_loss(net, batches.next(), cfg, base)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
+        vmodel.clipped_step(loss, model, opt, sched)
         step += 1
         lv = float(loss.detach())
         running = lv if math.isnan(running) else 0.95 * running + 0.05 * lv
@@ -462,13 +458,20 @@ async def _train(cfg, handle, reward, out: Path, work: Path, resume: bool, show:
             "seconds_rollouts": round(t_roll, 2), "seconds_train": round(t_train, 2),
             "final": history[-1] if history else {},
         }
-        model.eval()
-        vmodel.save(model, out, base=cfg.model, vocab_size=vocab, reward=cfg.reward,
-                    beta=cfg.beta, training=summary)
-        (work / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        save_result(model, cfg, vocab, summary, out, work)
     if size > 1:
         dist.barrier()
     return summary
+
+
+def save_result(model, cfg: TrainConfig, vocab: int, summary: dict[str, Any], out: Path,
+                work: Path) -> None:
+    """Write the trained value model to ``out`` (manifest records ``summary``) and the summary
+    to ``work/summary.json``."""
+    model.eval()
+    vmodel.save(model, out, base=cfg.model, vocab_size=vocab, reward=cfg.reward, beta=cfg.beta,
+                training=summary)
+    (work / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
 
 
 async def _train_reverse_kl(cfg, handle, reward, prompt_ids, out: Path, work: Path, resume: bool,
@@ -499,10 +502,7 @@ async def _train_reverse_kl(cfg, handle, reward, prompt_ids, out: Path, work: Pa
                    "parameters": vmodel.num_parameters(model), "seed": cfg.seed,
                    "seconds_train": round(time.time() - t1, 2),
                    "final": history[-1] if history else {}}
-        model.eval()
-        vmodel.save(model, out, base=cfg.model, vocab_size=vocab, reward=cfg.reward,
-                    beta=cfg.beta, training=summary)
-        (work / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        save_result(model, cfg, vocab, summary, out, work)
     if size > 1:
         dist.barrier()
     return summary

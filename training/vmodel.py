@@ -71,6 +71,15 @@ def scale_q(model: torch.nn.Module, factor: float) -> None:
         model.model.norm.weight.mul_(factor)
 
 
+def clipped_step(loss: torch.Tensor, model: torch.nn.Module, opt, sched, max_norm: float = 1.0) -> None:
+    """One optimiser step on the value model: backward, clip the gradient norm, step, schedule."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+    opt.step()
+    sched.step()
+
+
 def num_parameters(model: torch.nn.Module) -> int:
     """Distinct parameters (a tied embedding counts once)."""
     return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
