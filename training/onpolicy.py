@@ -100,7 +100,6 @@ def sample_index(probs: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return torch.searchsorted(cdf, u).squeeze(1).clamp_max(probs.shape[1] - 1)
 
 
-@torch.inference_mode()
 async def sample_episodes(base, value: LeanStepper, prompts: Sequence[Sequence[int]], *,
                           beta: float, max_tokens: int, eos: int, gen: torch.Generator,
                           keep_rows: bool = True) -> Episodes:

@@ -92,8 +92,10 @@ def maybe_init_distributed() -> bool:
 
 # ---- rollouts -----------------------------------------------------------------------------
 async def get_rollouts(cfg: TrainConfig, handle: Any, reward: Any, prompt_ids: list[list[int]],
-                       work: Path, resume: bool, show: bool = True) -> list[Rollout]:
-    """Collected (this rank's share, then all-gathered) or reloaded from train/rollouts.pt."""
+                       work: Path, resume: bool, show: bool = True,
+                       behaviour: torch.nn.Module | None = None) -> list[Rollout]:
+    """Collected (this rank's share, then all-gathered) or reloaded from train/rollouts.pt;
+    ``rollout_policy: guided`` rolls out ``behaviour``'s guided policy."""
     rank, size = world()
     path = work / "rollouts.pt"
     if resume and path.is_file():
@@ -101,7 +103,8 @@ async def get_rollouts(cfg: TrainConfig, handle: Any, reward: Any, prompt_ids: l
         return [Rollout(**r) for r in saved["rollouts"]]
     share = cfg.rollouts // size + (1 if rank < cfg.rollouts % size else 0)
     if cfg.rollout_policy == "guided":
-        mine = await guided_rollouts(cfg, handle, reward, prompt_ids, share, show and rank == 0)
+        mine = await guided_rollouts(cfg, handle, reward, prompt_ids, share, show and rank == 0,
+                                     behaviour)
     else:
         mine = await collect_rollouts(handle.lm, reward, prompt_ids, rollouts=share,
                                       max_tokens=cfg.max_tokens, branch_points=cfg.branch_points,
@@ -126,12 +129,12 @@ async def get_rollouts(cfg: TrainConfig, handle: Any, reward: Any, prompt_ids: l
 
 
 async def guided_rollouts(cfg: TrainConfig, handle: Any, reward: Any, prompt_ids: list[list[int]],
-                          per_prompt: int, show: bool) -> list[Rollout]:
-    """Rollouts of the guided policy softmax(l_ref + Q_init/guide_beta) of the starting model."""
+                          per_prompt: int, show: bool, behaviour: torch.nn.Module) -> list[Rollout]:
+    """Rollouts of the guided policy softmax(l_ref + Q/guide_beta) of ``behaviour`` (the
+    starting model, frozen while they are drawn)."""
     from training import onpolicy
 
     rank, _ = world()
-    behaviour = initial_model(cfg, handle.lm.vocab_size, 64).eval()
     return await onpolicy.collect_guided_rollouts(
         onpolicy.base_stepper(cfg.model, handle.lm), behaviour, reward, prompt_ids,
         rollouts=per_prompt, max_tokens=cfg.max_tokens, beta=cfg.guide_beta or cfg.beta,
@@ -376,13 +379,13 @@ async def _train(cfg, handle, reward, out: Path, work: Path, resume: bool, show:
     rank, size = world()
     prompt_ids = encode_prompts(handle, cfg.load_prompts())
     eos, vocab = handle.lm.eos_token_id, handle.lm.vocab_size
-    if cfg.init_from:
-        initial_model(cfg, vocab, 64)  # fail now (exit 2), not after collecting rollouts
+    # loaded once, before any rollout (a bad init_from exits 2 at once)
+    start = initial_model(cfg, vocab, 64) if cfg.init_from else None
     if cfg.objective == "reverse_kl":
         return await _train_reverse_kl(cfg, handle, reward, prompt_ids, out, work, resume, show,
-                                       stop_after)
+                                       stop_after, start)
     t0 = time.time()
-    rollouts = await get_rollouts(cfg, handle, reward, prompt_ids, work, resume, show)
+    rollouts = await get_rollouts(cfg, handle, reward, prompt_ids, work, resume, show, start)
     t_roll = time.time() - t0
     full = build_set(cfg, prompt_ids, rollouts, eos)
     train_set, val_set = full.split(cfg.val_fraction, cfg.seed)
@@ -390,7 +393,8 @@ async def _train(cfg, handle, reward, out: Path, work: Path, resume: bool, show:
     if cfg.objective == "iw_fkl":
         base = BaseRows(handle, cfg)
         await base.prepare(full)
-    model = initial_model(cfg, vocab, max(64, max(len(p) for p in full.paths) + 1))
+    model = start if start is not None else initial_model(cfg, vocab,
+                                                           max(64, max(len(p) for p in full.paths) + 1))
     net = torch.nn.parallel.DistributedDataParallel(model) if size > 1 else model
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     warmup = max(1, min(100, cfg.steps // 20))
@@ -475,13 +479,15 @@ def save_result(model, cfg: TrainConfig, vocab: int, summary: dict[str, Any], ou
 
 
 async def _train_reverse_kl(cfg, handle, reward, prompt_ids, out: Path, work: Path, resume: bool,
-                            show: bool, stop_after: int | None) -> dict[str, Any]:
+                            show: bool, stop_after: int | None,
+                            start: torch.nn.Module | None) -> dict[str, Any]:
     """The on-policy objective (``training.reverse_kl``): no rollout set, episodes per step."""
     from training import reverse_kl
 
     rank, size = world()
     vocab = handle.lm.vocab_size
-    model = initial_model(cfg, vocab, max(64, max(len(p) for p in prompt_ids) + cfg.max_tokens + 1))
+    model = start if start is not None else initial_model(
+        cfg, vocab, max(64, max(len(p) for p in prompt_ids) + cfg.max_tokens + 1))
     exact_eval = None
     if toy_enumerable(cfg, handle) and len(prompt_ids) == 1:
         async def exact_eval(m):
