@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import torch
 
+from decoders.blocks import step_kl
+
 
 def soft_q_loss(q_sa: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """Weighted soft-Q regression  sum_e w_e (Q_theta(s_e, a_e) - Qhat_e)^2 / sum_e w_e,
@@ -60,8 +62,7 @@ def reverse_kl_loss(base_logp: torch.Tensor, q: torch.Tensor, actions: torch.Ten
     G_e = R/beta - sum_{t' > t} KL_t' the reward-to-go of the step and b_e a baseline that does
     not depend on the row's own actions. Returns (loss, per-step KL detached [E])."""
     logp = guided_logprobs(base_logp, q, beta)
-    p = logp.exp()
-    kl_t = torch.where(p > 0, p * (logp - base_logp.to(logp.dtype)), 0.0).sum(-1)
+    kl_t = step_kl(logp, base_logp.to(logp.dtype))
     logp_a = logp.gather(1, actions.view(-1, 1)).squeeze(1)
     loss = (kl_t - advantage.to(logp.dtype) * logp_a).sum() / n_sequences
     return loss, kl_t.detach()

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
+from decoders.blocks import step_kl
 from engines.lean_llama import LeanLlama
 from training.rollouts import Rollout, score_rollouts
 
@@ -119,10 +120,8 @@ async def sample_episodes(base, value: LeanStepper, prompts: Sequence[Sequence[i
         if rows is not None:
             rows[:, t] = torch.where(live[:, None], logp, 0.0)
         guided = torch.log_softmax(logp + q[:, :vocab].float() / beta, dim=-1)
-        probs = guided.exp()
-        step_kl = torch.where(probs > 0, probs * (guided - logp), 0.0).sum(-1)
-        kl[:, t] = torch.where(live, step_kl, 0.0)
-        draws = sample_index(probs, gen)
+        kl[:, t] = torch.where(live, step_kl(guided, logp), 0.0)
+        draws = sample_index(guided.exp(), gen)
         for i in torch.nonzero(live).flatten().tolist():
             a = int(draws[i])
             if a == eos:

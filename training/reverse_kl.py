@@ -37,6 +37,7 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
+from decoders.blocks import step_kl
 from training import objectives, onpolicy, vmodel
 from training.config import TrainConfig
 
@@ -68,8 +69,7 @@ def episode_loss(net: torch.nn.Module, ep: onpolicy.Episodes, rewards: torch.Ten
     base = ep.base_logp[rows, ts]
     with torch.no_grad():
         logp = objectives.guided_logprobs(base, q, beta)
-        p = logp.exp()
-        kl_e = torch.where(p > 0, p * (logp - base), 0.0).sum(-1)
+        kl_e = step_kl(logp, base)
     kl = torch.zeros(len(paths), ep.base_logp.shape[1], dtype=kl_e.dtype)
     kl[rows, ts] = kl_e
     if baseline == "value":
