@@ -348,8 +348,7 @@ async def train_async(cfg: TrainConfig, *, resume: bool = False, progress: bool 
         hf_logging.disable_progress_bar()
     seed_everything(cfg.seed + rank)
     out = Path(cfg.out)
-    work = out / "train"
-    work.mkdir(parents=True, exist_ok=True)
+    work = out / "train"   # created once the model, reward and prompts have loaded
     handle, reward = await open_model_and_reward(cfg)
     try:
         return await _train(cfg, handle, reward, out, work, resume, progress and rank == 0, stop_after)
@@ -381,6 +380,7 @@ async def _train(cfg, handle, reward, out: Path, work: Path, resume: bool, show:
     eos, vocab = handle.lm.eos_token_id, handle.lm.vocab_size
     # loaded once, before any rollout (a bad init_from exits 2 at once)
     start = initial_model(cfg, vocab, 64) if cfg.init_from else None
+    work.mkdir(parents=True, exist_ok=True)   # nothing is written for input that fails above
     if cfg.objective == "reverse_kl":
         return await _train_reverse_kl(cfg, handle, reward, prompt_ids, out, work, resume, show,
                                        stop_after, start)

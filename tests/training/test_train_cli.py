@@ -41,9 +41,10 @@ def run(args):
     (["--reward", "toy:seed=0", "--init-from", "tilt/assets/demo-value"], "cannot start from"),
 ])
 def test_train_bad_input_exits_2(tmp_path, args, message):
-    res = run(["train", *TOY, "--out", str(tmp_path), *args])
+    res = run(["train", *TOY, "--out", str(tmp_path / "out"), *args])
     assert res.exit_code == 2, res.output
     assert message in res.output
+    assert not (tmp_path / "out").exists()   # nothing half-written
 
 
 def test_train_bad_yaml_exits_2(tmp_path):
