@@ -1,7 +1,7 @@
 """The typed guidance spec: what a request asks a sampler to do.
 
 The server turns a request body into a ``GuidanceSpec``; ``decoders.generate`` dispatches it
-to the sampler module of the same name. Nothing here knows about HTTP or engines.
+through the method registry (``decoders.methods``). Nothing here knows about HTTP or engines.
 """
 
 from __future__ import annotations
@@ -9,8 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-Method = Literal["none", "token", "smc", "importance", "best_of_n", "blockwise"]
-METHODS: tuple[str, ...] = ("none", "token", "smc", "importance", "best_of_n", "blockwise")
+from decoders.methods import METHODS, Method, method_info
+
+__all__ = ["GuidanceSpec", "METHODS", "Method"]
 
 
 @dataclass
@@ -48,8 +49,7 @@ class GuidanceSpec:
     seed: int | None = None
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        method_info(self.method)  # ValueError naming the methods when unknown
         if not self.beta > 0:
             raise ValueError(f"beta must be > 0, got {self.beta}")
         for name in ("n", "max_tokens", "particles", "block_size", "candidates"):

@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from decoders.spec import METHODS
+from decoders.methods import METHODS
 
 
 class _Strict(BaseModel):

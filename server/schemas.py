@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from decoders.spec import Method
+from decoders.methods import Method
 
 
 class _Request(BaseModel):

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from decoders.generate import NEEDS  # method -> (needs a value model, needs a reward)
+from decoders.methods import method_info
 from decoders.protocols import Reward, ValueModel
 from decoders.results import Sample
 from decoders.spec import GuidanceSpec
@@ -30,11 +30,6 @@ from server.schemas import GuidanceRequest, TiltDiagnostics
 
 log = logging.getLogger("tilt.server")
 
-# Methods that take a value model when one is available (smc uses it as its twist).
-USES_VALUE = ("token", "smc", "blockwise")
-# Methods whose tokens, once sampled, are final (no resampling or block selection), so they
-# can be streamed as they arrive; the others stream each choice when it is complete.
-STREAMS_TOKENS = ("none", "token")
 
 
 # ----------------------------------------------------------------------------- wrappers
@@ -105,7 +100,7 @@ class Plan:
 
     @property
     def streams_tokens(self) -> bool:
-        return self.spec.method in STREAMS_TOKENS and self.logprobs is None
+        return method_info(self.spec.method).streams_tokens and self.logprobs is None
 
 
 @dataclass
@@ -258,7 +253,7 @@ class TiltService:
         served = self.handle.value_models
         name = name or self.default_value_model
         if name is None:
-            if NEEDS[method][0]:
+            if method_info(method).needs_value:
                 raise bad_request(f"method {method!r} needs a value model and this server has "
                                   "no default; name one in 'guidance.value_model' (see "
                                   "GET /v1/models)", "guidance.value_model")
@@ -290,7 +285,7 @@ class TiltService:
                 raise bad_request(str(exc), "guidance.rewards") from exc
         name = g.reward or self.default_reward
         if name is None:
-            if NEEDS[method][1]:
+            if method_info(method).needs_reward:
                 raise bad_request(f"method {method!r} needs a reward and this server has no "
                                   "default; name one in 'guidance.reward'", "guidance.reward")
             return None, None
@@ -332,7 +327,7 @@ class TiltService:
         reward_name, reward = self._resolve_reward(g, method)
         if method == "none" and g.reward is None and g.rewards is None:
             reward_name, reward = None, None  # base sampling scores only when asked
-        if method not in USES_VALUE:
+        if not method_info(method).uses_value:
             value_name, value = None, None
         top_k_eff = 0 if top_k in (None, -1) else top_k
         if temperature == 0:  # greedy, as in OpenAI: keep only the most likely token

@@ -48,7 +48,7 @@ def eval_cmd(
     particle_beta: float | None = typer.Option(None, help="beta of importance/smc/blockwise (default: middle beta)"),
     block_size: int = typer.Option(4, help="blockwise M"),
     candidates: int = typer.Option(4, help="blockwise K"),
-    methods: str = typer.Option("base,token,best_of_n,importance,smc,blockwise", help="methods to run"),
+    methods: str = typer.Option("none,token,best_of_n,importance,smc,blockwise", help="methods to run"),
     seed: int = typer.Option(0, help="seed"),
     engine_options: str = typer.Option("{}", help='JSON options for the engine, e.g. \'{"max_num_seqs": 256}\''),
     title: str = typer.Option("", help="plot title"),

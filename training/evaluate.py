@@ -29,10 +29,9 @@ from typing import Any
 import torch
 
 from decoders.generate import generate
+from decoders.methods import METHODS, method_info
 from decoders.spec import GuidanceSpec
 from training.config import ConfigError
-
-METHODS = ("base", "token", "best_of_n", "importance", "smc", "blockwise")
 
 
 class CountingLM:
@@ -88,14 +87,15 @@ def method_grid(cfg: EvalConfig, has_value: bool) -> list[tuple[str, GuidanceSpe
     """(label, spec) for every method configuration to run."""
     bad = sorted(set(cfg.methods) - set(METHODS))
     if bad:
-        raise ConfigError(f"unknown method(s) {bad}; choose from {', '.join(METHODS)}")
+        hint = " (the base model's sampling is called 'none')" if "base" in bad else ""
+        raise ConfigError(f"unknown method(s) {bad}; choose from {', '.join(METHODS)}{hint}")
     common = {"n": cfg.n, "max_tokens": cfg.max_tokens, "seed": cfg.seed}
     pbeta = cfg.particle_beta if cfg.particle_beta is not None else cfg.betas[len(cfg.betas) // 2]
     grid: list[tuple[str, GuidanceSpec]] = []
     for m in cfg.methods:
-        if m in ("token", "blockwise") and not has_value:
+        if method_info(m).needs_value and not has_value:
             continue
-        if m == "base":
+        if m == "none":
             grid.append(("base", GuidanceSpec(method="none", **common)))
         elif m == "token":
             grid += [(f"token β={b:g}", GuidanceSpec(method="token", beta=b, **common)) for b in cfg.betas]
@@ -131,10 +131,11 @@ async def run_method(lm: CountingLM, prompt_ids: list[list[int]], spec: Guidance
     """All prompts (concurrently) for one method; aggregate statistics."""
     lm.positions = 0
     t0 = time.time()
+    info = method_info(spec.method)
 
     async def one(i: int, p: list[int]):
         s = GuidanceSpec(**{**asdict(spec), "seed": (spec.seed or 0) * 100_003 + i})
-        return await generate(lm, p, s, value=value if spec.method in ("token", "blockwise", "smc") else None,
+        return await generate(lm, p, s, value=value if info.uses_value else None,
                               reward=reward)
 
     results = await asyncio.gather(*(one(i, p) for i, p in enumerate(prompt_ids)))
@@ -146,8 +147,7 @@ async def run_method(lm: CountingLM, prompt_ids: list[list[int]], spec: Guidance
     n = max(1, len(samples))
     gen_tokens = sum(len(s.tokens) + int(s.finished) for s in samples)
     base_tokens = lm.positions / n
-    uses_value = spec.method in ("token", "blockwise") or (spec.method == "smc" and value is not None)
-    vm_tokens = base_tokens if uses_value else 0.0
+    vm_tokens = base_tokens if info.uses_value and value is not None else 0.0
     return {"method": spec.method, "beta": spec.beta, "particles": spec.particles,
             "mean_reward": r_mean, "sem_reward": r_sem, "kl_to_base": kl_mean, "sem_kl": kl_sem,
             "samples": len(samples), "mean_length": gen_tokens / n,

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
 from decoders import blocks as blk
 from decoders.protocols import Block, Context, LanguageModel, OnTokens, Reward, SamplingParams
 from decoders.results import Sample
-from decoders.spec import GuidanceSpec
+
+if TYPE_CHECKING:  # annotations only: decoders.spec reads the method registry
+    from decoders.spec import GuidanceSpec
 
 
 def make_generator(seed: int | None) -> torch.Generator:

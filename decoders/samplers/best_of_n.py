@@ -7,6 +7,7 @@ log_weight is undefined (None).
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -14,7 +15,9 @@ from decoders import blocks as blk
 from decoders.protocols import Context, LanguageModel, Reward
 from decoders.results import Sample
 from decoders.samplers.base import block_logprobs, make_generator, params_of, score
-from decoders.spec import GuidanceSpec
+
+if TYPE_CHECKING:  # annotations only: decoders.spec reads the method registry
+    from decoders.spec import GuidanceSpec
 
 
 def kl_bound(N: int) -> float:

@@ -14,6 +14,7 @@ Diagnostics: log_weight None; kl_to_base is the upper bound blocks * (log K - (K
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -22,7 +23,9 @@ from decoders import resampling
 from decoders.protocols import Context, LanguageModel, Reward, ValueModel
 from decoders.results import Sample
 from decoders.samplers.base import block_logprobs, make_generator, params_of, score
-from decoders.spec import GuidanceSpec
+
+if TYPE_CHECKING:  # annotations only: decoders.spec reads the method registry
+    from decoders.spec import GuidanceSpec
 
 NEG_INF = float("-inf")
 

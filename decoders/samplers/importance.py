@@ -7,6 +7,8 @@ probability w_i / sum w. As N grows the returned draw's law tends to pi*.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from decoders import blocks as blk
@@ -14,7 +16,9 @@ from decoders.protocols import Context, LanguageModel, Reward
 from decoders.results import ParticleDiagnostics, Sample
 from decoders.samplers.base import block_logprobs, make_generator, score
 from decoders.samplers.smc import log_weight, summarise_runs
-from decoders.spec import GuidanceSpec
+
+if TYPE_CHECKING:  # annotations only: decoders.spec reads the method registry
+    from decoders.spec import GuidanceSpec
 
 NEG_INF = float("-inf")
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -29,7 +30,9 @@ from decoders import resampling
 from decoders.protocols import Context, LanguageModel, Reward, ValueModel
 from decoders.results import ParticleDiagnostics, Sample
 from decoders.samplers.base import make_generator, score
-from decoders.spec import GuidanceSpec
+
+if TYPE_CHECKING:  # annotations only: decoders.spec reads the method registry
+    from decoders.spec import GuidanceSpec
 
 NEG_INF = float("-inf")
 

@@ -8,13 +8,17 @@ over ``lm.logprobs`` and ``value.q_values``.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from decoders import blocks as blk
 from decoders.protocols import Context, LanguageModel, OnTokens, Reward, ValueModel
 from decoders.results import Sample
 from decoders.samplers.base import make_generator, params_of, samples_from_blocks, score
-from decoders.spec import GuidanceSpec
+
+if TYPE_CHECKING:  # annotations only: decoders.spec reads the method registry
+    from decoders.spec import GuidanceSpec
 
 
 async def sample(lm: LanguageModel, prompt: Context, spec: GuidanceSpec, *, value: ValueModel,
