@@ -4,11 +4,14 @@
 #   docker run --gpus all -p 8000:8000 -v /models:/models tilt:gpu \
 #       --model /models/base --value-model pos=/models/vm --reward vader=vader \
 #       --tensor-parallel-size 2
-# The CPU image is deploy/Dockerfile.cpu.
-FROM python:3.11-slim
+# The CPU image is deploy/Dockerfile.cpu (same layout, COPYs and entrypoint; BASE works the
+# same way, e.g. --build-arg BASE=localhost/tilt-base:bookworm from deploy/build_cpu_image.sh).
+ARG BASE=python:3.11-slim
+FROM ${BASE}
 
 # vLLM's Triton kernels compile with a C compiler at run time.
-RUN apt-get update && apt-get install -y --no-install-recommends build-essential curl \
+RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+        build-essential curl \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /app
@@ -21,8 +24,15 @@ COPY training ./training
 COPY tilt ./tilt
 COPY clients ./clients
 
-# The README's GPU install: Tilt with the CUDA vLLM extra, plus the SDK.
-RUN pip install --no-cache-dir ".[vllm]" ./clients/python
+# The README's GPU install: Tilt with the CUDA vLLM extra, plus the SDK, in a venv at the same
+# place as the CPU image's (/app/.venv). PIP_* build args as in deploy/Dockerfile.cpu.
+ARG PIP_EXTRA_INDEX_URL
+ARG PIP_FIND_LINKS
+ARG PIP_CERT
+RUN python3 -m venv /app/.venv \
+    && /app/.venv/bin/pip install --no-cache-dir ".[vllm]" ./clients/python
+
+ENV PATH=/app/.venv/bin:$PATH
 
 ENV HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
 EXPOSE 8000
