@@ -1,9 +1,17 @@
 """``create_app(config)``: the FastAPI app, layered like vLLM's entrypoints/openai.
 
-    routers/  parse a request, call the service, return   (no logic)
-    serving   OpenAI response shapes, streaming, admission
-    service   request -> GuidanceSpec -> decoders.generate on the EngineHandle
-The engine is opened in the app's lifespan with ``engines.loader.open_engine``.
+    routers/        parse a request, call one ``Serving`` method, return it    (no logic)
+    serving         one method per endpoint: plan -> run -> typed response, SSE, admission
+    plan            validation: request -> ``Plan`` (defaults, limits, names resolved)
+    generation      the sampler on the engine (timed), sampler/upstream errors -> domain errors
+    streaming       the sampler's output as events (stop-string / UTF-8 holdback)
+    postprocess     samples -> choices (stop strings, diagnostics, log-probs)
+    responses       choices -> OpenAI bodies (``schemas``)
+    engine_state    the engine and the rewards: opened at start-up, closed at shutdown
+    errors          domain errors; ``http_errors`` maps them to status + OpenAI error JSON
+    metrics, limits, auth, config
+
+The engine is opened in the app's lifespan (``EngineState.open``) unless one is given.
 """
 
 from __future__ import annotations
@@ -16,38 +24,40 @@ from fastapi import FastAPI, Request
 
 from server.auth import ApiKeyCheck
 from server.config import ServerConfig
-from server.errors import TiltHTTPError, error_response, install_handlers
+from server.engine_state import EngineState
+from server.errors import TiltError
+from server.http_errors import error_response, install_handlers
 from server.limits import Admission
+from server.plan import Planner
 from server.routers import chat, completions, health, models, rewards
-from server.service import TiltService
 from server.serving import Serving
 
 log = logging.getLogger("tilt.server")
 
 
-def attach(app: FastAPI, service: TiltService) -> None:
-    """Make ``service`` the one the routes use."""
-    admission = Admission(service.config.limits, service.metrics)
-    app.state.service = service
-    app.state.admission = admission
-    app.state.serving = Serving(service, admission)
+def attach(app: FastAPI, state: EngineState) -> None:
+    """Make ``state`` the one the routes serve."""
+    admission = Admission(state.config.limits, state.metrics)
+    app.state.engine_state = state
+    app.state.serving = Serving(state, Planner(state), admission)
 
 
-def create_app(config: ServerConfig, service: TiltService | None = None) -> FastAPI:
-    """The app; opens the engine at start-up unless an open ``service`` is given."""
+def create_app(config: ServerConfig, state: EngineState | None = None) -> FastAPI:
+    """The app; opens the engine at start-up unless an open ``state`` is given (then the
+    caller closes it)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        own = service is None
-        svc = service or await TiltService.open(config)
-        attach(app, svc)
-        log.info("serving %s (engine %s); value models %s; rewards %s", svc.model_name,
-                 svc.handle.kind, sorted(svc.handle.value_models), sorted(svc.rewards))
+        own = state is None
+        opened = state or await EngineState.open(config)
+        attach(app, opened)
+        log.info("serving %s (engine %s); value models %s; rewards %s", opened.model_name,
+                 opened.handle.kind, sorted(opened.handle.value_models), sorted(opened.rewards))
         try:
             yield
         finally:
             if own:
-                await svc.aclose()
+                await opened.aclose()
 
     app = FastAPI(title="Tilt", version="0.1.0", lifespan=lifespan,
                   description="OpenAI-compatible sampling from energy-tilted LM distributions.")
@@ -62,11 +72,11 @@ def create_app(config: ServerConfig, service: TiltService | None = None) -> Fast
             if keys.guards(request.url.path):
                 keys.check(request)
             response = await call_next(request)
-        except TiltHTTPError as exc:
+        except TiltError as exc:
             response = error_response(exc)
-        svc = getattr(app.state, "service", None)
-        if response.status_code >= 400 and svc is not None:
-            svc.metrics.errors.labels(svc.model_name, str(response.status_code)).inc()
+        engine_state = getattr(app.state, "engine_state", None)
+        if response.status_code >= 400 and engine_state is not None:
+            engine_state.metrics.error_answered(response.status_code)
         return response
 
     for module in (completions, chat, rewards, models, health):

@@ -10,7 +10,7 @@ import hmac
 
 from fastapi import Request
 
-from server.errors import TiltHTTPError
+from server.errors import Unauthorized
 
 
 def _matches(token: str, keys: list[bytes]) -> bool:
@@ -22,8 +22,9 @@ def _matches(token: str, keys: list[bytes]) -> bool:
 
 
 class ApiKeyCheck:
-    """401 unless ``Authorization: Bearer <key>`` holds a valid key (checked in the app's
-    middleware, before the body is read, so unauthenticated requests learn nothing)."""
+    """``Unauthorized`` (401) unless ``Authorization: Bearer <key>`` holds a valid key
+    (checked in the app's middleware, before the body is read, so unauthenticated requests
+    learn nothing)."""
 
     def __init__(self, api_keys: list[str]):
         self._keys = [k.encode() for k in api_keys]
@@ -35,6 +36,5 @@ class ApiKeyCheck:
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token or not _matches(token.strip(), self._keys):
-            raise TiltHTTPError(401, "missing or invalid API key (send 'Authorization: "
-                                "Bearer <key>')", code="invalid_api_key",
-                                headers={"WWW-Authenticate": "Bearer"})
+            raise Unauthorized("missing or invalid API key (send 'Authorization: Bearer "
+                               "<key>')")

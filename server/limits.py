@@ -1,7 +1,8 @@
-"""Load limits: a bounded admission queue, a time limit, and abort on client disconnect.
+"""Load limits: a bounded admission queue, and abort on client disconnect (the time limit
+is applied where the sampler runs, ``server.generation``).
 
     running <= max_concurrent_requests     (a semaphore)
-    waiting <= max_queue                   (more -> 429 with Retry-After)
+    waiting <= max_queue                   (more -> Overloaded: 429 with Retry-After)
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import TypeVar
 from starlette.requests import Request
 
 from server.config import Limits
-from server.errors import TiltHTTPError
+from server.errors import ClientDisconnected, Overloaded
 from server.metrics import Metrics
 
 T = TypeVar("T")
@@ -30,26 +31,24 @@ class Admission:
         self._sem: asyncio.Semaphore | None = None
 
     def _publish(self) -> None:
-        name = self.metrics.model_name
-        self.metrics.running.labels(name).set(self.running)
-        self.metrics.waiting.labels(name).set(self.waiting)
+        self.metrics.load(self.running, self.waiting)
 
     def _full(self) -> bool:
         busy = self.running >= self.limits.max_concurrent_requests
         return busy and self.waiting >= self.limits.max_queue
 
     def check(self) -> None:
-        """Raise 429 (with Retry-After) when every slot is busy and the queue is full."""
+        """Raise ``Overloaded`` (429, Retry-After) when every slot is busy and the queue is
+        full."""
         if self._full():
-            self.metrics.rejected.labels(self.metrics.model_name).inc()
-            raise TiltHTTPError(
-                429, f"server is busy: {self.running} requests running and {self.waiting} "
-                "waiting (queue full); retry later", code="queue_full",
-                headers={"Retry-After": str(self.limits.retry_after_s)})
+            self.metrics.rejected()
+            raise Overloaded(f"server is busy: {self.running} requests running and "
+                             f"{self.waiting} waiting (queue full); retry later",
+                             retry_after_s=self.limits.retry_after_s)
 
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
-        """Hold one running slot for the duration of the block, or raise 429 at once."""
+        """Hold one running slot for the duration of the block, or raise ``Overloaded``."""
         if self._sem is None:
             self._sem = asyncio.Semaphore(self.limits.max_concurrent_requests)
         self.check()
@@ -68,13 +67,6 @@ class Admission:
             self.running -= 1
             self._sem.release()
             self._publish()
-
-
-class ClientDisconnected(TiltHTTPError):
-    """The client hung up; answered with 499 (nobody reads it) after the work is cancelled."""
-
-    def __init__(self) -> None:
-        super().__init__(499, "client closed the request", code="client_disconnected")
 
 
 async def _wait_disconnect(request: Request) -> None:

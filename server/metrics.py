@@ -2,14 +2,27 @@
 
 A private ``CollectorRegistry`` per app: several servers can live in one process (tests),
 and vLLM's start-up unregisters global collectors whose names contain "vllm".
+
+Everything the server records goes through the methods of ``Metrics`` (and the
+``RequestTimer`` that ``request_started`` returns); no other module touches a family:
+
+    timer = metrics.request_started(method, prompt_tokens)   # then timer.started() ...
+    metrics.choice_finished(method, finish_reason, tokens, sample)
+    metrics.sampler_time(value_s, reward_s)   metrics.load(running, waiting)
+    metrics.aborted()   metrics.rejected()   metrics.error_answered(status)
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+if TYPE_CHECKING:
+    from decoders.results import Sample
 
 LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0,
                    2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0, 160.0)
@@ -17,7 +30,6 @@ TOKEN_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
 FRACTION_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
 COUNT_BUCKETS = (0, 1, 2, 4, 8, 16, 32, 64, 128, 256)
 KL_BUCKETS = (0.0, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
-
 
 
 class Metrics:
@@ -62,8 +74,9 @@ class Metrics:
         self.requests = counter("tilt:requests", "Requests by guidance method.", ("method",))
         self.errors = counter("tilt:request_errors", "Requests answered with an error.",
                               ("status",))
-        self.rejected = counter("tilt:requests_rejected", "Requests refused with 429.")
-        self.aborted = counter("tilt:requests_aborted", "Requests cancelled by the client.")
+        self.rejected_requests = counter("tilt:requests_rejected", "Requests refused with 429.")
+        self.aborted_requests = counter("tilt:requests_aborted",
+                                        "Requests cancelled by the client.")
         self.ess = hist("tilt:particle_ess_fraction",
                         "Smallest ESS/N over a particle run.", FRACTION_BUCKETS, ("method",))
         self.resamples = hist("tilt:particle_resamples", "Resampling steps per particle run.",
@@ -74,6 +87,53 @@ class Metrics:
                                "Time spent in the value model per request.", LATENCY_BUCKETS)
         self.reward_time = hist("tilt:reward_time_seconds",
                                 "Time spent scoring rewards per request.", LATENCY_BUCKETS)
+
+    # ---- recording
+
+    def request_started(self, method: str, prompt_tokens: int) -> RequestTimer:
+        """Count a planned request and its prompt; its clocks start now."""
+        name = self.model_name
+        self.requests.labels(name, method).inc()
+        self.prompt_tokens.labels(name).inc(prompt_tokens)
+        self.prompt_len.labels(name).observe(prompt_tokens)
+        return RequestTimer(self, method)
+
+    def choice_finished(self, method: str, finish_reason: str, tokens: int,
+                        sample: Sample) -> None:
+        """One returned choice: its tokens, its finish reason and the sampler's diagnostics."""
+        name = self.model_name
+        self.success.labels(name, method, finish_reason).inc()
+        self.generation_tokens.labels(name).inc(tokens)
+        self.gen_len.labels(name).observe(tokens)
+        if sample.kl_to_base is not None and math.isfinite(sample.kl_to_base):
+            self.kl.labels(name, method).observe(max(0.0, sample.kl_to_base))
+        p = sample.particle
+        if p is not None:
+            if p.ess_trace and p.particles:
+                self.ess.labels(name, method).observe(min(p.ess_trace) / p.particles)
+            self.resamples.labels(name, method).observe(p.resamples)
+
+    def sampler_time(self, value_s: float | None, reward_s: float | None) -> None:
+        """Seconds one run spent in its value model and its reward (None: it had none)."""
+        if value_s is not None:
+            self.value_time.labels(self.model_name).observe(value_s)
+        if reward_s is not None:
+            self.reward_time.labels(self.model_name).observe(reward_s)
+
+    def load(self, running: int, waiting: int) -> None:
+        self.running.labels(self.model_name).set(running)
+        self.waiting.labels(self.model_name).set(waiting)
+
+    def aborted(self) -> None:
+        self.aborted_requests.labels(self.model_name).inc()
+
+    def rejected(self) -> None:
+        self.rejected_requests.labels(self.model_name).inc()
+
+    def error_answered(self, status: int) -> None:
+        self.errors.labels(self.model_name, str(status)).inc()
+
+    # ---- reading
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -89,8 +149,8 @@ class Metrics:
 class RequestTimer:
     """Per-request clocks: queue wait, first token, inter-token gaps, end to end."""
 
-    def __init__(self, metrics: Metrics):
-        self.m, self.t0 = metrics, time.perf_counter()
+    def __init__(self, metrics: Metrics, method: str):
+        self.m, self.method, self.t0 = metrics, method, time.perf_counter()
         self.t_start: float | None = None
         self.t_last: float | None = None
 
@@ -109,5 +169,5 @@ class RequestTimer:
             self.m.itl.labels(self.m.model_name).observe((t - self.t_last) / count)
         self.t_last = t
 
-    def finished(self, method: str) -> None:
-        self.m.e2e.labels(self.m.model_name, method).observe(time.perf_counter() - self.t0)
+    def finished(self) -> None:
+        self.m.e2e.labels(self.m.model_name, self.method).observe(time.perf_counter() - self.t0)

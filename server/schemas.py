@@ -3,6 +3,10 @@
 Requests forbid unknown fields, so a misspelt or unsupported parameter is a 400 that names
 it. Extensions: ``guidance`` (how to tilt the base model) and ``return_token_ids``. Every
 choice carries a ``tilt`` object with the diagnostics of the sampler that produced it.
+
+Responses: ``CompletionResponse`` / ``ChatCompletionResponse`` (every field present, null
+when unset) and the stream chunks ``CompletionChunk`` / ``ChatCompletionChunk``, whose
+optional fields (``token_ids``, ``tilt``, ``delta.role``, ``usage``) are left out when unset.
 """
 
 from __future__ import annotations
@@ -143,6 +147,24 @@ class TiltDiagnostics(_Response):
     resamples: int | None = None
 
 
+def _absent_if_none(value: Any) -> bool:
+    return value is None
+
+
+def _optional() -> Any:
+    """A field left out of the JSON when None (stream chunks carry only what they have)."""
+    return Field(None, exclude_if=_absent_if_none)
+
+
+class _Envelope(_Response):
+    """What every completion body and chunk starts with."""
+
+    id: str
+    object: str
+    created: int
+    model: str
+
+
 class CompletionLogprobs(_Response):
     tokens: list[str]
     token_logprobs: list[float | None]
@@ -160,13 +182,31 @@ class CompletionChoice(_Response):
     tilt: TiltDiagnostics | None = None
 
 
-class CompletionResponse(_Response):
-    id: str
+class CompletionResponse(_Envelope):
     object: Literal["text_completion"] = "text_completion"
-    created: int
-    model: str
     choices: list[CompletionChoice]
     usage: Usage | None = None
+
+
+class _StreamFields(_Response):
+    """How a stream chunk's choice differs from a full one: no ``finish_reason`` until its
+    last chunk, ``token_ids`` and ``tilt`` only where it has them, no ``prompt_token_ids``."""
+
+    finish_reason: Literal["stop", "length"] | None = None
+    token_ids: list[int] | None = _optional()
+    prompt_token_ids: list[int] | None = Field(None, exclude=True)
+    tilt: TiltDiagnostics | None = _optional()
+
+
+class CompletionStreamChoice(_StreamFields, CompletionChoice):
+    """New text of one choice; ``tilt`` (and ``logprobs``, if asked for) on its last chunk."""
+
+
+class CompletionChunk(CompletionResponse):
+    """One SSE event of a streamed completion; the usage chunk has no choices."""
+
+    choices: list[CompletionStreamChoice]  # type: ignore[assignment]
+    usage: Usage | None = _optional()
 
 
 class TopLogprob(_Response):
@@ -198,13 +238,34 @@ class ChatChoice(_Response):
     tilt: TiltDiagnostics | None = None
 
 
-class ChatCompletionResponse(_Response):
-    id: str
+class ChatCompletionResponse(_Envelope):
     object: Literal["chat.completion"] = "chat.completion"
-    created: int
-    model: str
     choices: list[ChatChoice]
     usage: Usage | None = None
+
+
+class ChatDelta(_Response):
+    """``role`` only on a choice's first chunk."""
+
+    role: Literal["assistant"] | None = _optional()
+    content: str | None = None
+
+
+class ChatStreamChoice(_Response):
+    index: int
+    delta: ChatDelta
+    logprobs: ChatLogprobs | None = None
+    finish_reason: Literal["stop", "length"] | None = None
+    token_ids: list[int] | None = _optional()
+    tilt: TiltDiagnostics | None = _optional()
+
+
+class ChatCompletionChunk(ChatCompletionResponse):
+    """One SSE event of a streamed chat completion; the usage chunk has no choices."""
+
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"  # type: ignore[assignment]
+    choices: list[ChatStreamChoice]  # type: ignore[assignment]
+    usage: Usage | None = _optional()
 
 
 class RewardScoreResponse(_Response):

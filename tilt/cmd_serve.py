@@ -169,10 +169,10 @@ async def _serve(cfg: Any) -> None:
     import uvicorn
 
     from server.app import create_app
-    from server.service import TiltService
+    from server.engine_state import EngineState
 
     try:
-        service = await TiltService.open(cfg)
+        service = await EngineState.open(cfg)
     except (ValueError, FileNotFoundError, NotImplementedError) as exc:
         typer.echo(f"Error: cannot start the server: {exc}", err=True)
         raise typer.Exit(2) from exc

@@ -1,1 +1,1 @@
-"""One router per endpoint group; each only parses, calls the service, and returns."""
+"""One router per endpoint group; each only parses, calls one `Serving` method, returns."""

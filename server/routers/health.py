@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from server.errors import TiltHTTPError
+from server.errors import NotReady
 
 router = APIRouter()
 
@@ -17,13 +17,13 @@ async def health() -> dict[str, str]:
 
 @router.get("/ready")
 async def ready(request: Request) -> dict[str, str]:
-    service = getattr(request.app.state, "service", None)
-    if service is None or not service.ready:
-        raise TiltHTTPError(503, "engine not ready", code="not_ready")
-    return {"status": "ready", "model": service.model_name}
+    state = getattr(request.app.state, "engine_state", None)
+    if state is None or not state.ready:
+        raise NotReady("engine not ready")
+    return {"status": "ready", "model": state.model_name}
 
 
 @router.get("/metrics")
 async def metrics(request: Request) -> Response:
-    return Response(request.app.state.service.metrics.render(),
+    return Response(request.app.state.engine_state.metrics.render(),
                     media_type=CONTENT_TYPE_LATEST)

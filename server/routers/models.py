@@ -5,11 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from server.schemas import ModelList
-from server.service import model_cards
 
 router = APIRouter()
 
 
 @router.get("/v1/models", response_model=ModelList)
 async def list_models(request: Request) -> ModelList:
-    return ModelList(data=model_cards(request.app.state.service))
+    return request.app.state.serving.list_models()

@@ -53,6 +53,6 @@ def long_server() -> Iterator[LiveServer]:
                 "max_n": 512}))
     # The toy engine computes a step in microseconds; add a real engine's step latency
     # (50 ms per batched call, on the real toy LM) so a stream stays open long enough.
-    live.service.handle.lm = SlowLM(live.service.handle.lm, delay_s=0.05)
+    live.engine_state.handle.lm = SlowLM(live.engine_state.handle.lm, delay_s=0.05)
     yield live
     live.stop()

@@ -36,8 +36,8 @@ class LiveServer:
     api_key: str | None = None
 
     @property
-    def service(self):
-        return self.app.state.service
+    def engine_state(self):
+        return self.app.state.engine_state
 
     def stop(self) -> None:
         self.server.should_exit = True

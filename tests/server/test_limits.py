@@ -45,16 +45,16 @@ def test_cancelled_stream_leaves_nothing_running(long_server):
     assert metric(url, "tilt:num_requests_waiting") == 0
     assert metric(url, "tilt:engine_requests_running") == 0
     assert wait_for(lambda: metric(url, "tilt:requests_aborted_total") == aborted + 1)
-    calls = long_server.service.handle.lm.calls
+    calls = long_server.engine_state.handle.lm.calls
     time.sleep(0.3)  # six engine steps: no sampler is still calling the model
-    assert long_server.service.handle.lm.calls == calls
+    assert long_server.engine_state.handle.lm.calls == calls
     # and the server still answers
     ok = httpx.post(url + "/v1/completions", json={"prompt": "<1>", "max_tokens": 3}, timeout=30)
     assert ok.status_code == 200
 
 
 def test_disconnect_aborts_non_streamed_request(long_server):
-    url, lm = long_server.url, long_server.service.handle.lm
+    url, lm = long_server.url, long_server.engine_state.handle.lm
     aborted = metric(url, "tilt:requests_aborted_total")
     body = {k: v for k, v in LONG.items() if k != "stream"}
     with pytest.raises(httpx.ReadTimeout):
@@ -186,7 +186,7 @@ def test_unavailable_reward_service_is_502(toy_server):
 
 
 def test_request_time_limit_is_504(long_server):
-    limits = long_server.service.config.limits
+    limits = long_server.engine_state.config.limits
     old, limits.request_timeout_s = limits.request_timeout_s, 0.2
     try:
         body = {k: v for k, v in LONG.items() if k != "stream"}

@@ -32,7 +32,7 @@ async def vllm_server(vllm_demo_engine, engine_models):
     from rewards.loader import load_reward
     from server.app import create_app
     from server.config import ServerConfig
-    from server.service import TiltService
+    from server.engine_state import EngineState
 
     handle = vllm_demo_engine
     config = ServerConfig(model=str(engine_models.base), engine="vllm",
@@ -40,7 +40,7 @@ async def vllm_server(vllm_demo_engine, engine_models):
                           defaults={"value_model": engine_models.vm_name, "reward": "vader",
                                     "max_tokens": 8},
                           limits={"max_logprobs": -1, "max_tokens": 64})
-    service = TiltService(config, handle, {"vader": load_reward("vader", codec=handle.codec)})
+    service = EngineState(config, handle, {"vader": load_reward("vader", codec=handle.codec)})
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

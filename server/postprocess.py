@@ -1,0 +1,108 @@
+"""From the sampler's ``Sample``s to the server's ``Choice``s: stop strings cut the text,
+the diagnostics are gathered, log pi_ref of every returned token is added when asked for.
+
+    choices = await finish(state, plan, [(index, sample), ...])   # and counted in metrics
+
+Log-probs are those of the base model (one batched ``lm.logprobs`` over every prefix), so
+they are comparable across methods.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from decoders.results import Sample
+from server.engine_state import EngineState
+from server.plan import Plan
+from server.schemas import TiltDiagnostics
+
+TokenLogprobs = list[tuple[float, list[tuple[int, float]]]]  # (log p(token), top-k (id, lp))
+
+
+@dataclass
+class Choice:
+    index: int
+    text: str
+    token_ids: list[int]
+    finish_reason: str
+    tilt: TiltDiagnostics
+    logprobs: TokenLogprobs | None = None
+
+
+def finite(x: float | None) -> float | None:
+    """JSON has no inf/nan: non-finite numbers are reported as null."""
+    return None if x is None or not math.isfinite(x) else float(x)
+
+
+def truncate_at_stop(codec: Any, tokens: list[int], stops: list[str]) -> tuple[str, int, bool]:
+    """(text, kept token count, stopped): cut the text before the first stop string and
+    keep the tokens up to the one that completed it."""
+    text = codec.decode(tokens)
+    hits = [i for i in (text.find(s) for s in stops) if i >= 0]
+    if not hits:
+        return text, len(tokens), False
+    cut = min(hits)
+    k = next(k for k in range(1, len(tokens) + 1)
+             if any(s in codec.decode(tokens[:k]) for s in stops))
+    return text[:cut], k, True
+
+
+def diagnostics(sample: Sample, plan: Plan) -> TiltDiagnostics:
+    p = sample.particle
+    guided = plan.spec.method != "none"
+    return TiltDiagnostics(
+        method=plan.spec.method, beta=plan.spec.beta if guided else None,
+        value_model=plan.value_name, reward_name=plan.reward_name,
+        reward=finite(sample.reward), log_weight=finite(sample.log_weight),
+        kl_to_base=finite(sample.kl_to_base), base_logprob=finite(sample.base_logprob),
+        particles=p.particles if p else None,
+        ess=finite(p.ess_trace[-1]) if p and p.ess_trace else None,
+        ess_trace=[float(x) for x in p.ess_trace] if p else None,
+        log_z_hat=finite(p.log_z_hat) if p else None,
+        resamples=p.resamples if p else None)
+
+
+def to_choice(codec: Any, index: int, sample: Sample, plan: Plan) -> Choice:
+    text, k, stopped = truncate_at_stop(codec, list(sample.tokens), plan.stop)
+    reason = "stop" if stopped or sample.finished else "length"
+    return Choice(index, text, list(sample.tokens[:k]), reason, diagnostics(sample, plan))
+
+
+async def add_logprobs(lm: Any, prompt_ids: list[int], choices: list[Choice], k: int) -> None:
+    """Per-token log pi_ref(token | prefix) and the top-k alternatives, from one batched
+    ``lm.logprobs`` call over every prefix of every choice."""
+    contexts = [prompt_ids + c.token_ids[:i] for c in choices for i in range(len(c.token_ids))]
+    if not contexts:
+        for c in choices:
+            c.logprobs = []
+        return
+    rows = await lm.logprobs(contexts)
+    at = 0
+    for c in choices:
+        entries = []
+        for tok in c.token_ids:
+            row = rows[at].to(torch.float64)
+            at += 1
+            top = torch.topk(row, k) if k > 0 else None
+            alts = [(int(i), float(v)) for v, i in zip(top.values, top.indices, strict=True)] \
+                if top else []
+            entries.append((float(row[tok]), alts))
+        c.logprobs = entries
+
+
+async def finish(state: EngineState, plan: Plan,
+                 samples: list[tuple[int, Sample]]) -> list[Choice]:
+    """The choices of (index, sample) pairs, counted in the metrics, with log-probs if the
+    plan asks for them."""
+    codec = state.handle.codec
+    choices = [to_choice(codec, i, s, plan) for i, s in samples]
+    for choice, (_, sample) in zip(choices, samples, strict=True):
+        state.metrics.choice_finished(plan.spec.method, choice.finish_reason,
+                                      len(choice.token_ids), sample)
+    if plan.logprobs is not None:
+        await add_logprobs(state.handle.lm, plan.prompt_ids, choices, plan.logprobs)
+    return choices
