@@ -33,6 +33,7 @@ import torch
 from decoders.bijection import forced_eos_row, token_rewards_from_logprobs
 from decoders.protocols import Context
 from rewards.base import TextReward
+from rewards.options import as_int, split_options
 
 
 def arm_token_rewards(q: torch.Tensor, tokens: Sequence[int], eos_id: int,
@@ -202,8 +203,6 @@ def load_arm(body: str, codec: Any = None) -> ARMReward:
         if codec is not None:
             check_vocabulary(source, codec)
         return ARMReward(source, name=f"arm:{body}", codec=codec)
-    from rewards.loader import as_int, split_options
-
     path, opts = split_options(body, allowed={"max_len", "batch_size"})
     max_len = as_int(opts, "max_len", body)
     source = HFCausalLMSource(path, max_len=max_len, batch_size=as_int(opts, "batch_size", body) or 16)
