@@ -189,11 +189,15 @@ do_sandbox() {
 }
 
 set_storage() {
-  local d
+  local d default
   d=$(cat "$WORK/storage-driver" 2>/dev/null || echo overlay)
-  # vfs gets its own store: podman/buildah refuse a store created with another driver
-  if [[ $d == vfs ]]; then CTR=(--storage-driver vfs --root /var/lib/containers/storage-vfs)
-  else CTR=(--storage-driver "$d"); fi
+  default=$(podman info -f '{{.Store.GraphDriverName}}' 2>/dev/null || echo overlay)
+  # The default store is used as it is: podman refuses `--storage-driver X` on a store whose
+  # database was created without one ('database storage graph driver "" does not match our
+  # storage graph driver "overlay"'). Another driver gets a store of its own.
+  if [[ $d == "$default" ]]; then CTR=()
+  else CTR=(--storage-driver "$d" --root "/var/lib/containers/storage-$d"); fi
+  log "storage: $d (${CTR[*]:-the default store, $(podman info -f '{{.Store.GraphRoot}}')})"
 }
 
 do_base() {
