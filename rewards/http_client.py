@@ -3,17 +3,18 @@
     POST URL   {"prompt": str, "completions": [str, ...]}
       200  ->  {"scores": [number | null, ...]}     one per completion; null means -inf
 
-Completions are sent in batches of ``batch_size`` (concurrently). Each request is bounded by
-``timeout`` seconds in total (an ``asyncio`` deadline on top of httpx's per-phase timeouts), and
-is retried ``retries`` times on connection errors, timeouts, HTTP 429 and 5xx, sleeping
-``backoff · 2^i`` seconds before retry i. So a call never takes longer than about
+Completions are sent in batches of ``batch_size`` (concurrently).
+
+Retry policy (``retry_policy``, run by tenacity): each request is bounded by ``timeout``
+seconds in total (an ``asyncio`` deadline on top of httpx's per-phase timeouts), and is retried
+``retries`` times on connection errors, timeouts and HTTP 429, 500, 502, 503, 504, sleeping
+``backoff · 2^i`` seconds before retry i (no jitter). So a call never takes longer than about
 ``(retries + 1) · timeout + backoff · (2^retries - 1)`` seconds.
 
-Anything else — HTTP 4xx, a body that is not JSON, a wrong shape or length, a non-number —
-is not retried. Every failure raises ``rewards.errors.RewardServiceError`` (the server maps it
-to HTTP 502).
+Anything else — another HTTP 4xx or 5xx, a body that is not JSON, a wrong shape or length, a
+non-number — is not retried. Every failure raises ``rewards.errors.RewardServiceError`` (the
+server maps it to HTTP 502).
 """
-
 from __future__ import annotations
 
 import asyncio
@@ -21,6 +22,7 @@ import math
 from typing import Any
 
 import httpx
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from rewards.base import TextReward
 from rewards.errors import RewardServiceError
@@ -29,7 +31,15 @@ RETRY_STATUS = {429, 500, 502, 503, 504}
 
 
 class _Retryable(Exception):
-    """A failure worth another attempt (network, timeout, 5xx)."""
+    """A failure worth another attempt (network, timeout, a status in ``RETRY_STATUS``)."""
+
+
+def retry_policy(retries: int, backoff: float) -> AsyncRetrying:
+    """The retry policy of the module docstring: ``retries`` more attempts after a
+    ``_Retryable`` failure, ``backoff · 2^i`` seconds before retry i; the last failure is
+    re-raised as it is."""
+    return AsyncRetrying(stop=stop_after_attempt(retries + 1), wait=wait_exponential(multiplier=backoff),
+                         retry=retry_if_exception_type(_Retryable), reraise=True)
 
 
 def parse_scores(body: Any, n: int, url: str, attempts: int) -> list[float]:
@@ -86,21 +96,21 @@ class HTTPReward(TextReward):
 
     async def _post(self, prompt: str, completions: list[str]) -> list[float]:
         payload = {"prompt": prompt, "completions": completions}
-        for attempt in range(1, self.retries + 2):
-            try:
-                resp = await self._post_once(payload)
-                break
-            except _Retryable as e:
-                if attempt > self.retries:
-                    raise RewardServiceError(self.url, str(e), attempt) from None
-                await asyncio.sleep(self.backoff * 2 ** (attempt - 1))
+        attempts = 0
+        try:
+            async for attempt in retry_policy(self.retries, self.backoff):
+                attempts = attempt.retry_state.attempt_number
+                with attempt:
+                    resp = await self._post_once(payload)
+        except _Retryable as e:
+            raise RewardServiceError(self.url, str(e), attempts) from None
         if resp.status_code != 200:
-            raise RewardServiceError(self.url, f"HTTP {resp.status_code}: {resp.text[:200]!r}", attempt)
+            raise RewardServiceError(self.url, f"HTTP {resp.status_code}: {resp.text[:200]!r}", attempts)
         try:
             body = resp.json()
         except ValueError:
-            raise RewardServiceError(self.url, f"response is not JSON: {resp.text[:200]!r}", attempt) from None
-        return parse_scores(body, len(completions), self.url, attempt)
+            raise RewardServiceError(self.url, f"response is not JSON: {resp.text[:200]!r}", attempts) from None
+        return parse_scores(body, len(completions), self.url, attempts)
 
     async def score_text(self, prompt: str, completions: list[str]) -> list[float]:
         batches = [list(completions[i:i + self.batch_size])

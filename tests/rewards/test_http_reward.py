@@ -110,3 +110,27 @@ def test_wire_format_null_is_neg_inf():
     for bad in ({"scores": [True, 1]}, {"scores": [float("inf"), 1]}, {"score": [1, 2]}, [1, 2]):
         with pytest.raises(RewardServiceError):
             parse_scores(bad, 2, "u", 1)
+
+
+async def test_retry_policy_backs_off_exponentially_and_only_on_retryable():
+    from rewards.http_client import _Retryable, retry_policy
+
+    sleeps: list[float] = []
+
+    async def record(seconds: float) -> None:
+        sleeps.append(seconds)
+
+    calls = []
+
+    async def flaky(exc: Exception) -> None:
+        calls.append(exc)
+        raise exc
+
+    policy = retry_policy(retries=3, backoff=0.5).copy(sleep=record)
+    with pytest.raises(_Retryable):
+        await policy(flaky, _Retryable("down"))
+    assert len(calls) == 4 and sleeps == [0.5, 1.0, 2.0]  # backoff · 2^i before retry i
+    calls.clear()
+    with pytest.raises(ValueError):  # anything else: one attempt, re-raised as it is
+        await retry_policy(retries=3, backoff=0.5).copy(sleep=record)(flaky, ValueError("no"))
+    assert len(calls) == 1
