@@ -9,6 +9,7 @@ import httpx
 import pytest
 from tilt_client import (
     APIConnectionError,
+    APITimeoutError,
     AsyncTilt,
     BadRequestError,
     RateLimitError,
@@ -117,8 +118,11 @@ def test_sdk_depends_only_on_httpx_and_pydantic():
 
     import tilt_client
 
-    allowed = {"httpx", "pydantic", "tilt_client", "__future__", "typing", "collections",
-               "asyncio", "json", "random", "time", "contextlib", "dataclasses"}
+    # httpx_sse and tenacity: small pure-python libraries (SSE parsing, retries), declared in
+    # clients/python/pyproject.toml; still no torch or vLLM
+    allowed = {"httpx", "pydantic", "httpx_sse", "tenacity", "tilt_client", "__future__",
+               "typing", "collections", "asyncio", "json", "random", "time", "contextlib",
+               "dataclasses"}
     for path in pathlib.Path(tilt_client.__file__).parent.glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):
@@ -128,3 +132,89 @@ def test_sdk_depends_only_on_httpx_and_pydantic():
             else:
                 continue
             assert {n.split(".")[0] for n in names} <= allowed, (path.name, names)
+
+
+def test_sdk_declares_what_it_imports():
+    import pathlib
+    import re
+
+    project = pathlib.Path(__file__).parents[2] / "clients" / "python" / "pyproject.toml"
+    deps = re.search(r"^dependencies = \[(.*)\]", project.read_text(), re.M).group(1)
+    names = {re.split(r"[<>=!~ ]", d)[0] for d in re.findall(r'"([^"]+)"', deps)}
+    assert names == {"httpx", "pydantic", "httpx-sse", "tenacity"}
+
+
+def test_retry_after_from_the_error_and_connection_errors_use_backoff():
+    from tilt_client import RateLimitError
+
+    e = RateLimitError(429, "busy", headers={"retry-after": "0.5"})
+    assert retry_delay(3, e, 1.0, 30.0) == 0.5
+    assert 0.75 <= retry_delay(0, APIConnectionError("refused"), 1.0, 30.0) <= 1.25
+    assert 0.75 <= retry_delay(0, err(429, headers={"Retry-After": "soon"}), 1.0, 30.0) <= 1.25
+
+
+def test_async_and_sync_methods_have_the_same_signatures_and_docs():
+    import inspect
+
+    sync, asyn = Tilt("http://t"), AsyncTilt("http://t")
+    for get in (lambda c: c.completions.create, lambda c: c.chat.completions.create,
+                lambda c: c.rewards.score, lambda c: c.models.list, lambda c: c.health,
+                lambda c: c.ready, lambda c: c.metrics):
+        a, b = get(sync), get(asyn)
+        assert inspect.signature(a).parameters == inspect.signature(b).parameters
+        assert a.__doc__ and a.__doc__ == b.__doc__
+
+
+SSE = ('data: {"id": "c", "object": "text_completion", "created": 0, "model": "m", '
+       '"choices": [{"index": 0, "text": "a"}]}\n\n'
+       ': ping\n\n'
+       'data: {"id": "c", "object": "text_completion", "created": 0, "model": "m", '
+       '"choices": [{"index": 0, "text": "b"}]}\n\n'
+       'data: [DONE]\n\n')
+
+
+def sse_response(text: str) -> httpx.Response:
+    return httpx.Response(200, text=text, headers={"content-type": "text/event-stream"})
+
+
+def test_stream_yields_chunks_until_done():
+    calls, handler = scripted([sse_response(SSE)])
+    client = Tilt("http://t", http_client=httpx.Client(transport=httpx.MockTransport(handler)))
+    with client.completions.create("x", stream=True, include_usage=True) as stream:
+        assert [c.choices[0].text for c in stream] == ["a", "b"]
+    import json
+    assert json.loads(calls[0].content) == {"prompt": "x", "stream": True,
+                                            "stream_options": {"include_usage": True}}
+
+
+async def test_async_stream_and_error_event():
+    _, handler = scripted([sse_response(SSE)])
+    async with AsyncTilt("http://t", http_client=httpx.AsyncClient(
+            transport=httpx.MockTransport(handler))) as client:
+        stream = await client.completions.create("x", stream=True)
+        assert [c.choices[0].text async for c in stream] == ["a", "b"]
+    sse = 'data: {"error": {"message": "boom", "type": "upstream_error"}}\n\ndata: [DONE]\n\n'
+    _, handler = scripted([sse_response(sse)])
+    async with AsyncTilt("http://t", http_client=httpx.AsyncClient(
+            transport=httpx.MockTransport(handler))) as client:
+        stream = await client.chat.completions.create([{"role": "user", "content": "hi"}],
+                                                      stream=True)
+        with pytest.raises(UpstreamError):
+            [c async for c in stream]
+
+
+async def test_async_gives_up_with_the_same_exceptions():
+    calls, handler = scripted([httpx.ConnectTimeout("slow")])
+    async with AsyncTilt("http://t", max_retries=2, backoff=0.001, http_client=httpx.AsyncClient(
+            transport=httpx.MockTransport(handler))) as client:
+        with pytest.raises(APITimeoutError):
+            await client.models.list()
+        assert len(calls) == 3
+        calls.clear()
+        assert not await client.ready()
+    calls, handler = scripted([err(503, headers={"Retry-After": "0"})])
+    async with AsyncTilt("http://t", max_retries=1, http_client=httpx.AsyncClient(
+            transport=httpx.MockTransport(handler))) as client:
+        with pytest.raises(ServiceUnavailableError):
+            await client.completions.create("x", stream=True)
+        assert len(calls) == 2
