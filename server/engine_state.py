@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -27,6 +28,7 @@ class EngineState:
         self.metrics = metrics or Metrics(self.model_name, handle.num_running)
         self.created = int(time.time())
         self.ready = True
+        self.closing = asyncio.Event()  # set by begin_shutdown: in-flight runs end with 503
 
     @classmethod
     async def open(cls, config: ServerConfig) -> EngineState:
@@ -48,8 +50,13 @@ class EngineState:
             raise
         return state
 
-    async def aclose(self) -> None:
+    def begin_shutdown(self) -> None:
+        """Stop serving: /ready answers 503, running generations end with ``ShuttingDown``."""
         self.ready = False
+        self.closing.set()
+
+    async def aclose(self) -> None:
+        self.begin_shutdown()
         await self.handle.aclose()
 
     def check_defaults(self) -> None:

@@ -70,3 +70,10 @@ class UpstreamFailed(TiltError, code="reward_unavailable"):
 
 class NotReady(TiltError, code="not_ready"):
     """The engine is not open (starting up or shutting down)."""
+
+
+class ShuttingDown(NotReady, code="server_shutting_down"):
+    """The server is stopping (SIGTERM/SIGINT): in-flight work was cancelled, new work refused."""
+
+    def __init__(self) -> None:
+        super().__init__("the server is shutting down; retry on another replica or later")

@@ -7,6 +7,7 @@ with the sampler's and the reward service's failures turned into domain errors.
     ValueError from the sampler      -> BadRequest('guidance')
     a reward service that failed     -> UpstreamFailed('guidance.reward' / 'reward')
     past ``timeout_s``               -> TimedOut
+    the server began shutting down   -> ShuttingDown (the sampler is cancelled)
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 from decoders.results import Sample
 from server.engine_state import EngineState
-from server.errors import BadRequest, TimedOut, UpstreamFailed
+from server.errors import BadRequest, ShuttingDown, TimedOut, UpstreamFailed
 from server.plan import Plan, ScorePlan
 from server.postprocess import finite
 from server.timing import Clock, TimedReward, TimedValue
@@ -37,13 +38,15 @@ async def run(state: EngineState, plan: Plan, on_tokens: Any = None,
     recorded in the metrics however the run ends."""
     from decoders.generate import generate  # looked up per call (tests may wrap it)
 
+    if state.closing.is_set():
+        raise ShuttingDown()
     value_clock, reward_clock = Clock(), Clock()
     value = TimedValue(plan.value, value_clock) if plan.value is not None else None
     reward = TimedReward(plan.reward, reward_clock) if plan.reward is not None else None
     try:
-        return await asyncio.wait_for(
+        return await _unless_closing(state, asyncio.wait_for(
             generate(state.handle.lm, plan.prompt_ids, plan.spec, value=value, reward=reward,
-                     on_tokens=on_tokens), timeout_s)
+                     on_tokens=on_tokens), timeout_s))
     except asyncio.TimeoutError as exc:
         raise TimedOut(timeout_s) from exc
     except _upstream_errors() as exc:  # type: ignore[misc]
@@ -53,6 +56,23 @@ async def run(state: EngineState, plan: Plan, on_tokens: Any = None,
     finally:
         state.metrics.sampler_time(value_clock.seconds if value is not None else None,
                                    reward_clock.seconds if reward is not None else None)
+
+
+async def _unless_closing(state: EngineState, work: Any) -> list[Sample]:
+    """Await ``work``; if the server starts shutting down first, cancel it (aborting its
+    engine requests) and raise ``ShuttingDown``."""
+    task = asyncio.ensure_future(work)
+    closing = asyncio.ensure_future(state.closing.wait())
+    try:
+        done, _ = await asyncio.wait({task, closing}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        closing.cancel()
+        if not task.done():  # shutting down, or our caller was cancelled (a hang-up)
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    if task not in done:
+        raise ShuttingDown()
+    return task.result()
 
 
 async def score(plan: ScorePlan) -> list[float | None]:

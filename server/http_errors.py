@@ -7,7 +7,7 @@ code}}``, for the server's domain errors (``server.errors``) and FastAPI's own.
     429 rate_limit_error        Overloaded (with Retry-After)
     499                         ClientDisconnected (nobody reads it)
     502 upstream_error          UpstreamFailed
-    503 service_unavailable     NotReady
+    503 service_unavailable     NotReady, ShuttingDown (a subclass)
     504 timeout_error           TimedOut
     500 internal_error          anything else
 """

@@ -11,7 +11,6 @@ Flags override the config file. Bad input exits with code 2 and a message.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from pathlib import Path
@@ -20,8 +19,10 @@ from typing import Any
 import typer
 
 from tilt.cli import app
+from tilt.runner import Interrupted, run
 
 log = logging.getLogger("tilt.serve")
+SHUTDOWN_GRACE_S = 10  # after a signal, answers still being sent get this long
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 DEMO_BASE = ASSETS / "demo-base"
@@ -165,23 +166,49 @@ def build_config(*, config: Path | None, model: str | None, engine: str | None,
     return ServerConfig(**data)
 
 
-async def _serve(cfg: Any) -> None:
+class _Stopper:
+    """What the first SIGTERM/SIGINT does to a running server (see ``tilt.runner``): the
+    engine state starts shutting down (running requests end with a 503, /ready says 503),
+    then uvicorn stops accepting, waits for the answers to go out, and returns."""
+
+    def __init__(self) -> None:
+        self.state: Any = None
+        self.server: Any = None
+
+    def __call__(self, signum: int) -> bool:
+        if self.server is None:  # still starting: cancel the start-up (the engine closes)
+            return False
+        self.state.begin_shutdown()
+        self.server.should_exit = True
+        return True
+
+
+async def _serve(cfg: Any, stopper: _Stopper) -> None:
+    import contextlib
+
     import uvicorn
 
     from server.app import create_app
     from server.engine_state import EngineState
 
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self):  # noqa: ANN202 - tilt.runner owns SIGTERM/SIGINT
+            yield
+
     try:
-        service = await EngineState.open(cfg)
+        state = await EngineState.open(cfg)
     except (ValueError, FileNotFoundError, NotImplementedError) as exc:
         typer.echo(f"Error: cannot start the server: {exc}", err=True)
         raise typer.Exit(2) from exc
     try:
-        server = uvicorn.Server(uvicorn.Config(create_app(cfg, service), host=cfg.host,
-                                               port=cfg.port, log_level=cfg.log_level))
+        server = Server(uvicorn.Config(create_app(cfg, state), host=cfg.host, port=cfg.port,
+                                       log_level=cfg.log_level,
+                                       timeout_graceful_shutdown=SHUTDOWN_GRACE_S))
+        stopper.state, stopper.server = state, server
         await server.serve()
     finally:
-        await service.aclose()
+        await state.aclose()
 
 
 @app.command()
@@ -227,9 +254,10 @@ def serve(
         raise typer.BadParameter(str(exc)) from exc
     cfg.log_level = log_level
     try:
-        asyncio.run(_serve(cfg))
-    except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after a clean shutdown
-        log.info("stopped")
+        stopper = _Stopper()
+        run(_serve(cfg, stopper), on_signal=stopper)
+    except Interrupted as exc:  # a signal asked for it and the shutdown was clean: exit 0
+        log.info("stopped (%s)", exc)
 
 
 if app.registered_callback is None:
