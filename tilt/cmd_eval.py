@@ -17,19 +17,14 @@ from rich.console import Console
 from rich.table import Table
 
 from tilt.cli import app
+from tilt.errors import fail
 
 
 def _floats(text: str, name: str) -> list[float]:
     try:
         return [float(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        _fail(f"--{name} must be a comma-separated list of numbers, got {text!r}")
-        raise  # unreachable
-
-
-def _fail(msg: str) -> None:
-    typer.echo(f"error: {msg}", err=True)
-    raise typer.Exit(code=2)
+        fail(f"--{name} must be a comma-separated list of numbers, got {text!r}")
 
 
 @app.command("eval")
@@ -59,17 +54,17 @@ def eval_cmd(
     from training.evaluate import EvalConfig, evaluate, write_report
 
     if not prompts.is_file():
-        _fail(f"prompt file not found: {prompts}")
+        fail(f"prompt file not found: {prompts}")
     lines = [ln for ln in prompts.read_text().splitlines() if ln.strip()]
     if not lines:
-        _fail(f"prompt file {prompts} has no prompts")
+        fail(f"prompt file {prompts} has no prompts")
     bests = [int(x) for x in _floats(best_of, "best-of")]
     try:
         options = json.loads(engine_options)
     except json.JSONDecodeError as exc:
-        _fail(f"--engine-options must be a JSON object: {exc}")
+        fail(f"--engine-options must be a JSON object: {exc}")
     if not isinstance(options, dict):
-        _fail("--engine-options must be a JSON object")
+        fail("--engine-options must be a JSON object")
     cfg = EvalConfig(model=model, reward=reward, prompts=lines, value=value, engine=engine,
                      max_tokens=max_tokens, n=n, betas=_floats(betas, "betas"), best_of=bests,
                      particles=particles, particle_beta=particle_beta, block_size=block_size,
@@ -78,7 +73,7 @@ def eval_cmd(
     try:
         result = evaluate(cfg, progress=not quiet)
     except (ConfigError, ValueError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     files = write_report(result, out, title or f"{model} · reward {reward} · T={max_tokens}")
     table = Table(title=f"tilt eval · {model} · {reward}")
     for col in ("method", "mean reward", "± s.e.", "KL to base", "base tok/sample", "compute ×"):

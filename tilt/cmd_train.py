@@ -16,11 +16,7 @@ import typer
 from rich.console import Console
 
 from tilt.cli import app
-
-
-def fail(msg: str) -> None:
-    typer.echo(f"error: {msg}", err=True)
-    raise typer.Exit(code=2)
+from tilt.errors import fail
 
 
 @app.command()
