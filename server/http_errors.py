@@ -28,6 +28,7 @@ from server.errors import (
     NotFound,
     NotReady,
     Overloaded,
+    ShuttingDown,
     TiltError,
     TimedOut,
     Unauthorized,
@@ -38,7 +39,8 @@ log = logging.getLogger("tilt.server")
 
 STATUS: dict[type[TiltError], int] = {
     BadRequest: 400, Unauthorized: 401, NotFound: 404, Overloaded: 429,
-    ClientDisconnected: 499, UpstreamFailed: 502, NotReady: 503, TimedOut: 504}
+    ClientDisconnected: 499, UpstreamFailed: 502, NotReady: 503, ShuttingDown: 503,
+    TimedOut: 504}
 
 _TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
           404: "not_found_error", 405: "invalid_request_error", 413: "invalid_request_error",
