@@ -1,27 +1,25 @@
-"""Training configuration: one dataclass, loaded from YAML and overridden by CLI flags.
+"""Training configuration: one pydantic model, loaded from YAML and overridden by CLI flags.
 
     cfg = load_config("train.yaml", overrides={"steps": 200})
 
-Unknown keys and bad values raise ``ConfigError`` (the CLI turns it into exit code 2).
+Unknown keys and bad values raise ``ConfigError`` with one line naming the key (the CLI turns
+it into exit code 2).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import yaml
-
-OBJECTIVES = ("soft_q", "iw_fkl", "reverse_kl")
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 
 class ConfigError(ValueError):
     """A configuration, model or reward that cannot be used (CLI exit code 2)."""
 
 
-@dataclass
-class TrainConfig:
+class TrainConfig(BaseModel):
     """Everything ``tilt train`` needs.
 
     model / reward / engine   base model spec (toy:... or an HF dir), reward spec, engine name
@@ -68,83 +66,58 @@ class TrainConfig:
                               head_dim = hidden / heads must be 64 for vLLM's CPU attention)
     """
 
+    model_config = ConfigDict(extra="forbid", strict=True)  # strict: no "3" for 3, no 1.0 for an int
+
     model: str = "toy:vocab=8,len=4,seed=0"
     reward: str = "toy:seed=0"
     engine: str = "vllm"
     out: str = "runs/value"
-    objective: str = "soft_q"
-    q_loss: str = "mse"
-    exp_clip: float = 4.0
+    objective: Literal["soft_q", "iw_fkl", "reverse_kl"] = "soft_q"
+    q_loss: Literal["mse", "exp"] = "mse"
+    exp_clip: float = Field(4.0, gt=0)
     init_from: str | None = None
-    init_scale: float = 1.0
-    group: int = 8
-    baseline: str = "loo"
-    rollout_policy: str = "base"
-    guide_beta: float | None = None
-    beta: float = 1.0
-    prompts: list[str] = field(default_factory=lambda: [""])
+    init_scale: float = Field(1.0, gt=0)
+    group: int = Field(8, ge=2)
+    baseline: Literal["loo", "value"] = "loo"
+    rollout_policy: Literal["base", "guided"] = "base"
+    guide_beta: float | None = Field(None, gt=0)
+    beta: float = Field(1.0, gt=0)
+    prompts: list[str] = Field(default_factory=lambda: [""])
     prompt_file: str | None = None
-    max_tokens: int = 4
-    rollouts: int = 4096
-    branch_points: int = 0
-    branches: int = 4
-    branch_from: str = "uniform"
-    steps: int = 1000
-    batch_size: int = 256
-    lr: float = 3e-3
+    max_tokens: int = Field(4, ge=1)
+    rollouts: int = Field(4096, ge=1)
+    branch_points: int = Field(0, ge=0)
+    branches: int = Field(4, ge=1)
+    branch_from: Literal["uniform", "tilted"] = "uniform"
+    steps: int = Field(1000, ge=1)
+    batch_size: int = Field(256, ge=1)
+    lr: float = Field(3e-3, gt=0)
     weight_decay: float = 0.0
-    eval_every: int = 200
-    ckpt_every: int = 200
+    eval_every: int = Field(200, ge=1)
+    ckpt_every: int = Field(200, ge=1)
     seed: int = 0
-    hidden: int = 64
-    layers: int = 2
-    heads: int = 4
-    intermediate: int = 128
+    hidden: int = Field(64, ge=1)
+    layers: int = Field(2, ge=1)
+    heads: int = Field(4, ge=1)
+    intermediate: int = Field(128, ge=1)
     tie_embeddings: bool = False
-    val_fraction: float = 0.1
-    temperature: float = 1.0
+    val_fraction: float = Field(0.1, ge=0, lt=1)
+    temperature: float = Field(1.0, gt=0)
     threads: int = 1
-    engine_options: dict[str, Any] = field(default_factory=dict)
+    engine_options: dict[str, Any] = Field(default_factory=dict)
 
-    def validate(self) -> TrainConfig:
-        if self.objective not in OBJECTIVES:
-            raise ConfigError(f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
-        if self.q_loss not in ("mse", "exp"):
-            raise ConfigError(f"q_loss must be mse or exp, got {self.q_loss!r}")
-        if self.branch_from not in ("uniform", "tilted"):
-            raise ConfigError(f"branch_from must be uniform or tilted, got {self.branch_from!r}")
-        checks = {
-            "beta": self.beta > 0, "max_tokens": self.max_tokens >= 1, "rollouts": self.rollouts >= 1,
-            "branch_points": self.branch_points >= 0, "branches": self.branches >= 1,
-            "steps": self.steps >= 1, "batch_size": self.batch_size >= 1, "lr": self.lr > 0,
-            "eval_every": self.eval_every >= 1, "ckpt_every": self.ckpt_every >= 1,
-            "hidden": self.hidden >= 1, "layers": self.layers >= 1, "heads": self.heads >= 1,
-            "intermediate": self.intermediate >= 1, "val_fraction": 0 <= self.val_fraction < 1,
-            "temperature": self.temperature > 0, "exp_clip": self.exp_clip > 0,
-            "group": self.group >= 2, "init_scale": self.init_scale > 0,
-        }
-        bad = [k for k, ok in checks.items() if not ok]
-        if bad:
-            raise ConfigError("invalid config value(s): " + ", ".join(f"{k}={getattr(self, k)!r}" for k in bad))
-        if self.baseline not in ("loo", "value"):
-            raise ConfigError(f"baseline must be loo or value, got {self.baseline!r}")
-        if self.rollout_policy not in ("base", "guided"):
-            raise ConfigError(f"rollout_policy must be base or guided, got {self.rollout_policy!r}")
+    @model_validator(mode="after")
+    def _combinations(self) -> TrainConfig:
         if self.rollout_policy == "guided" and not (
                 self.init_from and self.objective == "soft_q" and self.q_loss == "mse"
                 and self.branch_points == 0):
-            raise ConfigError("rollout_policy guided needs init_from (the policy to roll out), "
-                              "objective soft_q with q_loss mse, and branch_points 0")
-        if self.guide_beta is not None and not (isinstance(self.guide_beta, int | float)
-                                                and self.guide_beta > 0):
-            raise ConfigError(f"guide_beta must be > 0, got {self.guide_beta!r}")
-        if self.init_from is not None and not isinstance(self.init_from, str):
-            raise ConfigError(f"init_from must be a path, got {self.init_from!r}")
+            raise ValueError("rollout_policy guided needs init_from (the policy to roll out), "
+                             "objective soft_q with q_loss mse, and branch_points 0")
         if self.objective == "reverse_kl" and self.batch_size % self.group:
-            raise ConfigError(f"reverse_kl: batch_size ({self.batch_size}) must be a multiple of "
-                              f"group ({self.group})")
+            raise ValueError(f"reverse_kl: batch_size ({self.batch_size}) must be a multiple of "
+                             f"group ({self.group})")
         if self.hidden % self.heads:
-            raise ConfigError(f"hidden ({self.hidden}) must be divisible by heads ({self.heads})")
+            raise ValueError(f"hidden ({self.hidden}) must be divisible by heads ({self.heads})")
         return self
 
     def load_prompts(self) -> list[str]:
@@ -160,7 +133,7 @@ class TrainConfig:
         return list(self.prompts)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return self.model_dump()
 
 
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
@@ -178,20 +151,41 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
             raise ConfigError(f"config file {p} must hold a mapping, got {type(loaded).__name__}")
         data.update(loaded)
     data.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    known = {f.name for f in fields(TrainConfig)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ConfigError(f"unknown config key(s): {', '.join(unknown)}")
     try:
-        cfg = TrainConfig(**data)
-    except TypeError as exc:
-        raise ConfigError(f"bad config: {exc}") from exc
-    for f in fields(TrainConfig):  # coerce YAML numbers (e.g. beta: 1) to the declared type
-        val = getattr(cfg, f.name)
-        if f.type == "float" and isinstance(val, int) and not isinstance(val, bool):
-            setattr(cfg, f.name, float(val))
-        elif f.type == "int" and not (isinstance(val, int) and not isinstance(val, bool)):
-            raise ConfigError(f"{f.name} must be an integer, got {val!r}")
-        elif f.type == "float" and not isinstance(val, int | float):
-            raise ConfigError(f"{f.name} must be a number, got {val!r}")
-    return cfg.validate()
+        return TrainConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_message(exc)) from exc
+
+
+_KINDS = {"int_type": "an integer", "float_type": "a number", "string_type": "a string",
+          "bool_type": "true or false", "list_type": "a list", "dict_type": "a mapping"}
+_BOUNDS = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
+
+
+def _message(exc: ValidationError) -> str:
+    """One line naming every bad key (unknown keys alone when there are any)."""
+    errors = exc.errors()
+    unknown = sorted(str(e["loc"][0]) for e in errors if e["type"] == "extra_forbidden")
+    if unknown:
+        return f"unknown config key(s): {', '.join(unknown)}"
+    parts, bounds = [], []
+    for e in errors:
+        key = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in e["loc"]).lstrip(".")
+        kind, got = e["type"], e.get("input")
+        if kind in _BOUNDS:
+            limit = next(iter(e["ctx"].values()))
+            bounds.append(f"{key}={got!r} (must be {_BOUNDS[kind]} {limit})")
+        elif kind == "literal_error":
+            choices = [str(c) for c in get_args(TrainConfig.model_fields[key].annotation)]
+            allowed = (" or ".join(choices) if len(choices) == 2
+                       else "one of " + ", ".join(choices))
+            parts.append(f"{key} must be {allowed}, got {got!r}")
+        elif kind in _KINDS:
+            parts.append(f"{key} must be {_KINDS[kind]}, got {got!r}")
+        elif kind == "value_error" and not key:
+            parts.append(str(e["ctx"]["error"]))
+        else:
+            parts.append(f"{key}: {e['msg']}")
+    if bounds:
+        parts.insert(0, "invalid config value(s): " + ", ".join(bounds))
+    return "; ".join(parts)
