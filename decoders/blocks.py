@@ -12,7 +12,7 @@ value model) falls back to the base row, so sampling never produces NaNs.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import torch
 
@@ -88,6 +88,31 @@ def seeds_from(generator: torch.Generator, n: int) -> list[int]:
     return [int(s) for s in torch.randint(0, 2**31 - 1, (n,), generator=generator)]
 
 
+Step = Callable[[list[int], list[list[int]]], Awaitable[Sequence[int]]]
+
+
+async def sample_tokens(step: Step, caps: Sequence[int], eos: int) -> tuple[list[list[int]], list[bool]]:
+    """The token loop every sampler shares (``token_loop`` here; training's rollouts and
+    on-policy episodes). Rows with a cap > 0 start live; each round ``await step(live, tokens)``
+    draws one token for every live row, in ``live`` order, given the tokens so far. EOS ends a
+    row as finished (it is not appended); another token is appended, and a row stops at ``cap``
+    tokens (EOS is forced there, not sampled). Returns (tokens, finished) per row."""
+    tokens: list[list[int]] = [[] for _ in caps]
+    finished = [False] * len(caps)
+    live = [i for i, cap in enumerate(caps) if cap > 0]
+    while live:
+        still = []
+        for i, a in zip(live, await step(live, tokens), strict=True):
+            if a == eos:
+                finished[i] = True
+            else:
+                tokens[i].append(int(a))
+                if len(tokens[i]) < caps[i]:
+                    still.append(i)
+        live = still
+    return tokens, finished
+
+
 async def token_loop(lm: LanguageModel, contexts: Sequence[Context], max_tokens: int | Sequence[int],
                      generator: torch.Generator, params: SamplingParams = PLAIN,
                      value: ValueModel | None = None, beta: float = 1.0,
@@ -97,36 +122,35 @@ async def token_loop(lm: LanguageModel, contexts: Sequence[Context], max_tokens:
     caps = [int(max_tokens)] * n if isinstance(max_tokens, int) else [int(m) for m in max_tokens]
     ctx = [list(map(int, c)) for c in contexts]
     blocks = [Block([], [], [], False, {"kl": 0.0}) for _ in range(n)]
-    active = [i for i in range(n) if caps[i] > 0]
     eos = int(lm.eos_token_id)
-    while active:
-        states = [ctx[i] for i in active]
+
+    async def step(live: list[int], _tokens: list[list[int]]) -> list[int]:
+        states = [ctx[i] for i in live]
         base = (await lm.logprobs(states)).to(torch.float64)
         q = None if value is None else await value.q_values(states, beta)
         log_q = step_policy(base, q, beta, params)
         tok = draw(log_q, generator)
         kl = step_kl(log_q, base)
+        rows = torch.arange(len(live))
+        drawn, lq_tok, lb_tok = tok.tolist(), log_q[rows, tok].tolist(), base[rows, tok].tolist()
         emitted: list[tuple[int, list[int]]] = []
-        still = []
-        rows = torch.arange(len(active))
-        lq_tok, lb_tok = log_q[rows, tok].tolist(), base[rows, tok].tolist()
-        for i, a, lq, lb, k in zip(active, tok.tolist(), lq_tok, lb_tok, kl.tolist(), strict=True):
+        for i, a, lq, lb, k in zip(live, drawn, lq_tok, lb_tok, kl.tolist(), strict=True):
             b = blocks[i]
             b.extra["kl"] += k
             if a == eos:
-                b.finished = True
                 b.eos_proposal_logprob, b.eos_base_logprob = lq, lb
                 continue
-            b.tokens.append(a)
             b.proposal_logprobs.append(lq)
             b.base_logprobs.append(lb)
             ctx[i].append(a)
             emitted.append((i, [a]))
-            if len(b.tokens) < caps[i]:
-                still.append(i)
         if on_tokens is not None and emitted:
             await asyncio.gather(*(on_tokens(i, toks) for i, toks in emitted))
-        active = still
+        return drawn
+
+    tokens, finished = await sample_tokens(step, caps, eos)
+    for b, toks, fin in zip(blocks, tokens, finished, strict=True):
+        b.tokens, b.finished = toks, fin
     return blocks
 
 

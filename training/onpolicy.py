@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
-from decoders.blocks import step_kl
+from decoders.blocks import sample_tokens, step_kl
 from engines.lean_llama import LeanLlama
 from training.rollouts import Rollout, score_rollouts
 
@@ -105,35 +105,35 @@ async def sample_episodes(base, value: LeanStepper, prompts: Sequence[Sequence[i
                           beta: float, max_tokens: int, eos: int, gen: torch.Generator,
                           keep_rows: bool = True) -> Episodes:
     """Ancestral sampling from pi_theta = softmax(log pi_ref + Q_theta / beta), all rows batched
-    (``keep_rows``: also return the base rows log pi_ref(. | s_t))."""
+    (``keep_rows``: also return the base rows log pi_ref(. | s_t)). The token loop is the shared
+    ``decoders.blocks.sample_tokens``; both steppers keep every row, so rows that ended are fed
+    a dummy token (ignored) and every row draws each step."""
     b = len(prompts)
-    base_l = await _call(base.start, prompts)
-    q = value.start(prompts)
+    base_l, q = await _call(base.start, prompts), value.start(prompts)
     vocab = base_l.shape[1]
     rows = torch.zeros(b, max_tokens, vocab, dtype=torch.float32) if keep_rows else None
     kl = torch.zeros(b, max_tokens, dtype=torch.float32)
-    tokens: list[list[int]] = [[] for _ in range(b)]
-    finished = [False] * b
-    live = torch.ones(b, dtype=torch.bool)
-    for t in range(max_tokens):
+    dummy = eos if eos >= 0 else 0
+    t = 0
+
+    async def step(live: list[int], tokens: list[list[int]]) -> list[int]:
+        nonlocal base_l, q, t
+        if t > 0:  # every row gains one token: live rows the one they drew, the others a dummy
+            feed = [dummy] * b
+            for i in live:
+                feed[i] = tokens[i][-1]
+            base_l, q = await _call(base.step, feed), value.step(feed)
+        mask = torch.zeros(b, dtype=torch.bool)
+        mask[live] = True
         logp = torch.log_softmax(base_l.float(), dim=-1)
         if rows is not None:
-            rows[:, t] = torch.where(live[:, None], logp, 0.0)
+            rows[:, t] = torch.where(mask[:, None], logp, 0.0)
         guided = torch.log_softmax(logp + q[:, :vocab].float() / beta, dim=-1)
-        kl[:, t] = torch.where(live, step_kl(guided, logp), 0.0)
-        draws = sample_index(guided.exp(), gen)
-        for i in torch.nonzero(live).flatten().tolist():
-            a = int(draws[i])
-            if a == eos:
-                finished[i] = True
-                live[i] = False
-            else:
-                tokens[i].append(a)
-        if t + 1 == max_tokens or not bool(live.any()):
-            break
-        feed = torch.where(live, draws, torch.full_like(draws, eos if eos >= 0 else 0)).tolist()
-        base_l = await _call(base.step, feed)  # finished rows are fed a dummy token (ignored)
-        q = value.step(feed)
+        kl[:, t] = torch.where(mask, step_kl(guided, logp), 0.0)
+        t += 1
+        return sample_index(guided.exp(), gen)[live].tolist()
+
+    tokens, finished = await sample_tokens(step, [max_tokens] * b, eos)
     return Episodes([list(p) for p in prompts], tokens, finished, kl, rows)
 
 

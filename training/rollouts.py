@@ -5,8 +5,9 @@ fixed prefix y_<start (``start`` = 0 for a trajectory from the prompt, > 0 for a
 Rollouts of one ``group`` were sampled from the same context: they share the prefix and are
 the samples the log-mean-exp targets and the self-normalised weights are taken over.
 
-Engines that implement ``BlockSampler`` (vLLM) sample whole completions natively; otherwise a
-batched token loop over ``LanguageModel.logprobs`` does ancestral sampling (toy models).
+Engines that implement ``BlockSampler`` (vLLM, transformers) sample whole completions natively;
+otherwise the shared token loop (``decoders.blocks.sample_tokens``) samples ancestrally over
+``LanguageModel.logprobs`` (toy models).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
+from decoders.blocks import sample_tokens
 from decoders.protocols import LanguageModel, Reward, SamplingParams
 
 CHUNK = 2048  # contexts per engine call
@@ -35,29 +37,21 @@ class Rollout:
     kl: list[float] | None = None  # guided rollouts: KL(pi_theta || pi_ref) at each decision
 
 
-async def _token_loop(lm: LanguageModel, contexts: list[list[int]], budgets: list[int],
-                      gen: torch.Generator, temperature: float, bar=None) -> list[tuple[list[int], bool]]:
-    """Ancestral sampling a ~ softmax(log pi_ref(.|s) / temperature), EOS forced at the budget."""
-    eos = lm.eos_token_id
-    outs: list[list[int]] = [[] for _ in contexts]
-    done = [b == 0 for b in budgets]
-    finished = [False] * len(contexts)
-    while not all(done):
-        live = [i for i, d in enumerate(done) if not d]
+async def _ancestral(lm: LanguageModel, contexts: list[list[int]], budgets: list[int],
+                     gen: torch.Generator, temperature: float) -> list[tuple[list[int], bool]]:
+    """a ~ softmax(log pi_ref(.|s) / temperature) token by token (``decoders.blocks.sample_tokens``),
+    at most CHUNK contexts per engine call."""
+    async def step(live: list[int], tokens: list[list[int]]) -> list[int]:
+        draws: list[int] = []
         for c0 in range(0, len(live), CHUNK):
             idx = live[c0:c0 + CHUNK]
-            logp = await lm.logprobs([list(contexts[i]) + outs[i] for i in idx])
+            logp = await lm.logprobs([list(contexts[i]) + tokens[i] for i in idx])
             probs = torch.softmax(logp.double() / temperature, dim=-1)
-            draws = torch.multinomial(probs, 1, generator=gen).squeeze(1).tolist()
-            for i, a in zip(idx, draws, strict=True):
-                if a == eos:
-                    done[i] = finished[i] = True
-                else:
-                    outs[i].append(int(a))
-                    done[i] = len(outs[i]) >= budgets[i]
-                if done[i] and bar is not None:
-                    bar.update(1)
-    return list(zip(outs, finished, strict=True))
+            draws += torch.multinomial(probs, 1, generator=gen).squeeze(1).tolist()
+        return draws
+
+    tokens, finished = await sample_tokens(step, budgets, lm.eos_token_id)
+    return list(zip(tokens, finished, strict=True))
 
 
 async def sample_completions(lm: LanguageModel, contexts: list[list[int]], budgets: list[int],
@@ -84,7 +78,10 @@ async def sample_completions(lm: LanguageModel, contexts: list[list[int]], budge
                 if bar is not None:
                     bar.update(len(part))
         return out
-    return await _token_loop(lm, contexts, budgets, gen, temperature, bar)
+    out = await _ancestral(lm, contexts, budgets, gen, temperature)
+    if bar is not None:
+        bar.update(len(contexts))
+    return out
 
 
 async def score_rollouts(reward: Reward, prompt_ids: Sequence[Sequence[int]], rollouts: list[Rollout],
