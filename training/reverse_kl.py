@@ -27,19 +27,17 @@ prompts x ``group`` completions with a fixed seed.
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from decoders.blocks import step_kl
-from training import objectives, onpolicy, vmodel
+from training import loop, objectives, onpolicy, value_net
 from training.config import TrainConfig
+from training.exact_eval import exact_evaluator
 
 EVAL_PROMPTS = 256
 
@@ -65,7 +63,7 @@ def episode_loss(net: torch.nn.Module, ep: onpolicy.Episodes, rewards: torch.Ten
     rows, ts, js, acts = onpolicy.episode_steps(ep)
     acts = torch.where(acts < 0, eos, acts)
     paths = [p + t for p, t in zip(ep.prompts, ep.tokens, strict=True)]
-    q = vmodel.q_at(net, paths, rows, js)
+    q = value_net.q_at(net, paths, rows, js)
     base = ep.base_logp[rows, ts]
     with torch.no_grad():
         logp = objectives.guided_logprobs(base, q, beta)
@@ -111,88 +109,49 @@ async def held_out_stats(model, base, reward, prompts: list[list[int]], cfg: Tra
     return {"val_reward": r, "val_kl_to_base": k, "val_objective": r - cfg.beta * k}
 
 
-def save_checkpoint(path: Path, model, opt, sched, step: int, gen: torch.Generator,
-                    order: list[int], cfg: TrainConfig) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                "step": step, "gen": gen.get_state(), "order": order,
-                "torch_rng": torch.get_rng_state(), "config": cfg.to_dict()}, tmp)
-    os.replace(tmp, path)
-
-
-async def train_loop(cfg: TrainConfig, handle: Any, reward: Any, model: torch.nn.Module,
-                     prompt_ids: list[list[int]], work: Path, *, resume: bool, show: bool,
-                     stop_after: int | None, exact_eval) -> tuple[int, list[dict[str, Any]]]:
-    """Run the on-policy steps; returns (last step, evaluation history). ``exact_eval`` is an
-    async callable(model) -> dict for enumerable toys, else None."""
-    from training.trainer import cosine, world
-
-    rank, size = world()
-    eos = handle.lm.eos_token_id
+async def train(cfg: TrainConfig, handle: Any, reward: Any, prompt_ids: list[list[int]],
+                start: torch.nn.Module | None, out: Path, work: Path, *, resume: bool, show: bool,
+                stop_after: int | None) -> dict[str, Any]:
+    """On-policy steps through ``loop.train_steps``; returns the summary on rank 0."""
+    rank, size = loop.world()
+    eos, vocab = handle.lm.eos_token_id, handle.lm.vocab_size
+    model = start if start is not None else value_net.initial_model(
+        cfg, vocab, max(64, max(len(p) for p in prompt_ids) + cfg.max_tokens + 1))
+    exact = exact_evaluator(cfg, handle, reward, prompt_ids)
     n_val = 0 if len(prompt_ids) == 1 else max(1, int(len(prompt_ids) * cfg.val_fraction))
     train_prompts = prompt_ids[:len(prompt_ids) - n_val] if n_val else prompt_ids
     val_prompts = prompt_ids[len(prompt_ids) - n_val:][:EVAL_PROMPTS]
     base = onpolicy.base_stepper(cfg.model, handle.lm)
-    net = torch.nn.parallel.DistributedDataParallel(model) if size > 1 else model
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    warmup = max(1, min(100, cfg.steps // 20))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine(s, cfg.steps, warmup))
-    gen = torch.Generator().manual_seed(cfg.seed * 7919 + rank)
-    order: list[int] = []
-    ckpt, metrics_path = work / "checkpoint.pt", work / "metrics.jsonl"
-    step = 0
-    if resume and ckpt.is_file():
-        ck = torch.load(ckpt, weights_only=False)
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["opt"])
-        sched.load_state_dict(ck["sched"])
-        gen.set_state(ck["gen"])
-        order, step = list(ck["order"]), int(ck["step"])
-        torch.set_rng_state(ck["torch_rng"])
-    per_step = cfg.batch_size // cfg.group
-    history: list[dict[str, Any]] = []
+    net = loop.data_parallel(model)
+    gen = torch.Generator().manual_seed(cfg.seed * 7919 + rank)  # draws prompts and episodes
+    order = loop.Order(len(train_prompts), cfg.batch_size // cfg.group, gen)
 
-    async def evaluate(at: int, running: dict[str, float]) -> dict[str, Any]:
-        model.eval()
-        rec: dict[str, Any] = {"step": at, **{f"train_{k}": v for k, v in running.items()}}
-        rec.update(await exact_eval(model) if exact_eval is not None else
-                   await held_out_stats(model, base, reward, val_prompts, cfg, eos))
-        model.train()
-        with metrics_path.open("a") as f:
-            f.write(json.dumps(rec) + "\n")
-        history.append(rec)
-        return rec
-
-    bar = tqdm(total=cfg.steps, initial=step, desc="train reverse_kl", disable=not show, unit="step")
-    model.train()
-    running: dict[str, float] = {}
-    last = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
-    t0 = time.time()
-    while step < last:
-        if len(order) < per_step:
-            order = torch.randperm(len(train_prompts), generator=gen).tolist()
-        picks, order = order[:per_step], order[per_step:]
-        batch = repeat([train_prompts[i] for i in picks], cfg.group)
+    async def step():
+        batch = repeat([train_prompts[i] for i in order.next()], cfg.group)
         ep = await onpolicy.sample_episodes(base, onpolicy.value_stepper(model), batch, beta=cfg.beta,
                                             max_tokens=cfg.max_tokens, eos=eos, gen=gen)
         rewards = await score_episodes(reward, ep, cfg.group)
-        loss, st = episode_loss(net, ep, rewards, cfg.beta, cfg.group, eos, cfg.baseline)
-        vmodel.clipped_step(loss, model, opt, sched)
-        step += 1
-        running = st if not running else {k: 0.95 * running[k] + 0.05 * st[k] for k in st}
-        bar.update(1)
-        bar.set_postfix(R=f"{running['reward']:.3f}", KL=f"{running['kl_to_base']:.3f}")
-        if rank == 0 and (step % cfg.eval_every == 0 or step == cfg.steps):
-            rec = await evaluate(step, running)
-            bar.set_postfix({k: f"{v:.4f}" for k, v in rec.items()
-                             if k in ("val_objective", "kl_theta_star")})
-        if rank == 0 and (step % cfg.ckpt_every == 0 or step == last):
-            save_checkpoint(ckpt, model, opt, sched, step, gen, order, cfg)
-    bar.close()
-    if rank == 0 and step == cfg.steps and (not history or history[-1]["step"] != step):
-        await evaluate(step, running)
+        return episode_loss(net, ep, rewards, cfg.beta, cfg.group, eos, cfg.baseline)
+
+    async def evaluate() -> dict[str, Any]:
+        if exact is not None:
+            return await exact(model)
+        return await held_out_stats(model, base, reward, val_prompts, cfg, eos)
+
+    t1 = time.time()
+    step_at, history = await loop.train_steps(
+        cfg, model, order, work, step=step, evaluate=evaluate, label="train reverse_kl",
+        postfix=lambda r: {"R": f"{r['reward']:.3f}", "KL": f"{r['kl_to_base']:.3f}"},
+        shown=("val_objective", "kl_theta_star"), resume=resume, show=show, stop_after=stop_after)
     if show:
-        tqdm.write(f"reverse_kl: {step} steps in {time.time() - t0:.0f} s")
-    if size > 1:
-        dist.barrier()
-    return step, history
+        tqdm.write(f"reverse_kl: {step_at} steps in {time.time() - t1:.0f} s")
+
+    def summary() -> dict[str, Any]:
+        return {"objective": cfg.objective, "beta": cfg.beta, "steps": step_at, "world_size": size,
+                "episodes": step_at * cfg.batch_size * size, "group": cfg.group,
+                "baseline": cfg.baseline, "lr": cfg.lr, "init_from": cfg.init_from,
+                "init_scale": cfg.init_scale, "prompts": len(prompt_ids),
+                "parameters": value_net.num_parameters(model), "seed": cfg.seed,
+                "seconds_train": round(time.time() - t1, 2),
+                "final": history[-1] if history else {}}
+    return loop.finish(cfg, model, vocab, step_at, out, work, summary)

@@ -110,8 +110,8 @@ def test_exp_loss_is_linear_past_the_clip_and_exact_below_it():
 
 
 def test_grouped_iw_fkl_batch_loss_equals_the_per_entry_formula():
+    from training.batches import batch_loss
     from training.config import TrainConfig
-    from training.trainer import batch_loss
 
     class Base:
         def rows(self, paths, rows, js):
@@ -138,17 +138,17 @@ def test_grouped_iw_fkl_batch_loss_equals_the_per_entry_formula():
 
 
 def test_action_only_head_gives_the_same_q_as_the_full_vocabulary_head():
-    from training import vmodel
+    from training import value_net
 
     for tie in (True, False):
-        model = vmodel.new_value_model(50, hidden=16, layers=1, heads=2, intermediate=32, tie=tie)
+        model = value_net.new_value_model(50, hidden=16, layers=1, heads=2, intermediate=32, tie=tie)
         with torch.no_grad():  # a non-trivial head (the untied one starts at zero)
             model.lm_head.weight.normal_()
         paths = [[1, 2, 3, 4], [5, 6], [7, 8, 9]]
         rows, js = torch.tensor([0, 0, 1, 2, 2]), torch.tensor([1, 4, 2, 2, 3])
         actions = torch.tensor([3, 0, 49, 7, 7])
-        full = vmodel.q_at(model, paths, rows, js)[torch.arange(5), actions]
-        torch.testing.assert_close(vmodel.q_sa_at(model, paths, rows, js, actions), full)
+        full = value_net.q_at(model, paths, rows, js)[torch.arange(5), actions]
+        torch.testing.assert_close(value_net.q_sa_at(model, paths, rows, js, actions), full)
 
 
 def test_tilted_branch_prefixes_are_not_trained_on_and_continuations_are():

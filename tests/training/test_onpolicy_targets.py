@@ -12,10 +12,11 @@ import torch
 from decoders.exact import exact_solution
 from decoders.toy import ToyLM, ToyReward
 from tests.training.train_helpers import toy_config
-from training import onpolicy, vmodel
+from training import onpolicy, value_net
+from training.exact_eval import model_q_fn
 from training.rollouts import Rollout
 from training.targets import onpolicy_q_set
-from training.trainer import model_q_fn, train
+from training.trainer import train
 
 
 def policy_soft_q(tree, rewards, log_pi, beta):
@@ -64,7 +65,7 @@ def test_onpolicy_targets_estimate_the_behaviour_policys_soft_value():
     torch.set_num_threads(1)
     beta = 0.8
     lm, reward = ToyLM(vocab=4, max_len=3, seed=0), ToyReward(seed=0)
-    model = vmodel.new_value_model(4, hidden=32, layers=1, heads=2, intermediate=64, seed=0)
+    model = value_net.new_value_model(4, hidden=32, layers=1, heads=2, intermediate=64, seed=0)
     with torch.no_grad():
         model.lm_head.weight.normal_(0, 0.5)
     rollouts = asyncio.run(onpolicy.collect_guided_rollouts(

@@ -14,8 +14,9 @@ from decoders.toy import ToyLM
 from engines.lean_llama import LeanLlama
 from tests.decoders.stats import chisq_pvalue, power
 from tests.training.train_helpers import toy_config
-from training import objectives, onpolicy, vmodel
-from training.trainer import model_q_fn, train
+from training import objectives, onpolicy, value_net
+from training.exact_eval import model_q_fn
+from training.trainer import train
 
 
 def _toy_problem(seed: int = 0):
@@ -94,7 +95,7 @@ def test_episodes_are_draws_of_the_guided_policy():
     itself at level 1e-3 with power > 0.999."""
     torch.set_num_threads(1)
     lm = ToyLM(vocab=4, max_len=3, seed=0)
-    model = vmodel.new_value_model(4, hidden=32, layers=1, heads=2, intermediate=64, seed=0)
+    model = value_net.new_value_model(4, hidden=32, layers=1, heads=2, intermediate=64, seed=0)
     with torch.no_grad():
         model.lm_head.weight.normal_(0, 0.5)
     beta, prompt, n = 0.8, [0], 20_000
@@ -149,7 +150,7 @@ def test_reverse_kl_starts_from_a_saved_model_and_resumes_to_the_same_weights(tm
     assert summary["steps"] == 8 and summary["init_from"] == src.out
     a = torch.load(tmp_path / "a" / "train" / "checkpoint.pt", weights_only=False)["model"]
     b = torch.load(tmp_path / "b" / "train" / "checkpoint.pt", weights_only=False)["model"]
-    start = vmodel.load_value_model(src.out, src.model, 4).state_dict()
+    start = value_net.load_value_model(src.out, src.model, 4).state_dict()
     assert any(not torch.equal(a[k], start[k]) for k in a)  # it trained from the saved weights
     for k in a:
         assert torch.allclose(a[k], b[k], atol=1e-6), k

@@ -9,7 +9,8 @@ import torch
 from decoders.toy import ToyLM, ToyReward
 from engines.value_model import TorchValueModel, check_value_model
 from tests.training.train_helpers import toy_config
-from training.trainer import exact_report, train
+from training.exact_eval import exact_report
+from training.trainer import train
 
 
 def test_toy_value_model_is_close_to_pi_star_and_within_the_bound(toy_value):

@@ -1,4 +1,4 @@
-"""The value model being trained: a small Llama whose output logits are Q(s, .).
+"""The network ``tilt train`` trains: a small Llama whose output logits are Q_theta(s, .).
 
 Format and serving are ``engines.value_model``'s: a HF causal-LM directory over the base
 model's ids, read at the last position of a context (prompt + generated ids). One teacher-forced
@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from engines.value_model import ValueModelManifest, check_value_model, save_value_model
+from training.config import ConfigError, TrainConfig
 
 
 def new_value_model(vocab_size: int, *, hidden: int, layers: int, heads: int, intermediate: int,
@@ -63,21 +64,28 @@ def load_value_model(path: str | Path, base: str, vocab_size: int):
     return model
 
 
+def initial_model(cfg: TrainConfig, vocab: int, max_positions: int) -> torch.nn.Module:
+    """The value model training starts from: ``init_from`` (an existing value model of this
+    base, Q scaled by ``init_scale``) or a fresh one of the configured architecture (zero head:
+    Q = 0)."""
+    if cfg.init_from:
+        try:
+            model = load_value_model(cfg.init_from, cfg.model, vocab)
+        except ValueError as exc:
+            raise ConfigError(f"cannot start from {cfg.init_from!r}: {exc}") from exc
+        scale_q(model, cfg.init_scale)
+        return model
+    return new_value_model(vocab, hidden=cfg.hidden, layers=cfg.layers, heads=cfg.heads,
+                           intermediate=cfg.intermediate, seed=cfg.seed,
+                           tie=cfg.tie_embeddings, max_positions=max_positions)
+
+
 @torch.no_grad()
 def scale_q(model: torch.nn.Module, factor: float) -> None:
     """Q_theta <- factor · Q_theta exactly: the output head reads RMSNorm(h) ⊙ w, linear in the
     final norm's weight w (tied or untied head alike)."""
     if factor != 1.0:
         model.model.norm.weight.mul_(factor)
-
-
-def clipped_step(loss: torch.Tensor, model: torch.nn.Module, opt, sched, max_norm: float = 1.0) -> None:
-    """One optimiser step on the value model: backward, clip the gradient norm, step, schedule."""
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
-    opt.step()
-    sched.step()
 
 
 def num_parameters(model: torch.nn.Module) -> int:

@@ -1,0 +1,218 @@
+"""What every objective's training loop shares, and the loop itself (``train_steps``).
+
+An objective (``training.offline``: soft_q / iw_fkl; ``training.reverse_kl``) builds its model
+and data, then hands ``train_steps`` two callables: one optimisation step (loss and statistics
+of a minibatch) and one evaluation. Here: seeding, data parallel, AdamW with the warm-up +
+cosine schedule, the seeded order minibatches and prompts are drawn in, checkpoints (written in
+one place, ``save_checkpoint``), the metrics log and the saved result.
+
+Files under ``cfg.out``: the value model (``save_result``) and ``train/``: checkpoint.pt,
+metrics.jsonl (one evaluation a line), summary.json.
+
+Data parallel: under ``torchrun --nproc_per_node=K`` (env WORLD_SIZE > 1) a gloo process group
+(``distributed``); the model is wrapped in DistributedDataParallel; rank 0 evaluates,
+checkpoints and saves.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from tqdm.auto import tqdm
+
+from training import value_net
+from training.config import TrainConfig
+
+CHECKPOINT, METRICS, SUMMARY = "checkpoint.pt", "metrics.jsonl", "summary.json"
+
+Record = dict[str, Any]
+
+
+# ---- processes ------------------------------------------------------------------------------
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def world() -> tuple[int, int]:
+    """(rank, world size) of the torch.distributed job, (0, 1) when not distributed."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+@contextmanager
+def distributed() -> Iterator[None]:
+    """A gloo process group while training runs under torchrun (WORLD_SIZE > 1)."""
+    started = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized()
+    if started:
+        dist.init_process_group(backend="gloo")
+    try:
+        yield
+    finally:
+        if started:
+            dist.destroy_process_group()
+
+
+def barrier() -> None:
+    if world()[1] > 1:
+        dist.barrier()
+
+
+def data_parallel(model: torch.nn.Module) -> torch.nn.Module:
+    """The module the loss is computed through: DDP (gradients averaged over ranks) or the model."""
+    return torch.nn.parallel.DistributedDataParallel(model) if world()[1] > 1 else model
+
+
+# ---- optimisation ---------------------------------------------------------------------------
+def lr_factor(step: int, total: int, warmup: int) -> float:
+    """Multiplier of the learning rate at ``step``: linear warm-up (step 0 already at 1/warmup),
+    then cosine decay from 1 to 0 at ``total``. transformers' cosine schedules differ: theirs
+    start at 0 (or, ``..._warmup_lr_rate``, decay one step early), so they would move trained
+    models (tests/training/test_loop.py)."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+
+def optimizer(model: torch.nn.Module, cfg: TrainConfig):
+    """AdamW and its schedule: warm-up over 5% of the steps (1 to 100), then cosine decay."""
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    warmup = max(1, min(100, cfg.steps // 20))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg.steps, warmup))
+    return opt, sched
+
+
+def clipped_step(loss: torch.Tensor, model: torch.nn.Module, opt, sched, max_norm: float = 1.0) -> None:
+    """One optimiser step: backward, clip the gradient norm, step, schedule."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+    opt.step()
+    sched.step()
+
+
+class Order:
+    """``k`` distinct indices of range(n) per ``next()``, without replacement: a fresh
+    permutation from ``gen`` whenever fewer than ``k`` are left (the leftover is dropped).
+    Minibatches of paths (offline) and of prompts (reverse_kl) are drawn this way."""
+
+    def __init__(self, n: int, k: int, gen: torch.Generator):
+        self.n, self.k, self.gen = n, k, gen
+        self.perm: list[int] = []
+
+    def next(self) -> list[int]:
+        if len(self.perm) < self.k:
+            self.perm = torch.randperm(self.n, generator=self.gen).tolist()
+        ids, self.perm = self.perm[:self.k], self.perm[self.k:]
+        return ids
+
+
+# ---- files ----------------------------------------------------------------------------------
+def save_checkpoint(path: Path, model, opt, sched, step: int, order: Order, cfg: TrainConfig) -> None:
+    """Everything a resumed run needs to continue as if uninterrupted (atomic replace)."""
+    tmp = path.with_suffix(".tmp")
+    torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                "step": step, "gen": order.gen.get_state(), "perm": order.perm,
+                "torch_rng": torch.get_rng_state(), "config": cfg.to_dict()}, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, model, opt, sched, order: Order) -> int:
+    """Restore a checkpoint into the run's objects; returns its step."""
+    ck = torch.load(path, weights_only=False)
+    model.load_state_dict(ck["model"])
+    opt.load_state_dict(ck["opt"])
+    sched.load_state_dict(ck["sched"])
+    order.gen.set_state(ck["gen"])
+    order.perm = list(ck["perm"] if "perm" in ck else ck["order"])  # "order": older reverse_kl runs
+    torch.set_rng_state(ck["torch_rng"])
+    return int(ck["step"])
+
+
+def save_result(model, cfg: TrainConfig, vocab: int, summary: Record, out: Path, work: Path) -> None:
+    """Write the trained value model to ``out`` (its manifest records ``summary``) and the
+    summary to ``work/summary.json``."""
+    model.eval()
+    value_net.save(model, out, base=cfg.model, vocab_size=vocab, reward=cfg.reward, beta=cfg.beta,
+                   training=summary)
+    (work / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
+
+
+def finish(cfg: TrainConfig, model, vocab: int, step: int, out: Path, work: Path,
+           summary: Callable[[], Record]) -> Record:
+    """The run's result on rank 0 ({} on the others): stopped early (``stop_after``), the
+    checkpoint; else ``summary()``, saved with the model."""
+    rank, _ = world()
+    result: Record = {}
+    if rank == 0 and step < cfg.steps:
+        result = {"stopped_at": step, "checkpoint": str(work / CHECKPOINT)}
+    elif rank == 0:
+        result = summary()
+        save_result(model, cfg, vocab, result, out, work)
+    barrier()
+    return result
+
+
+# ---- the loop -------------------------------------------------------------------------------
+def smooth(running: dict[str, float], stats: dict[str, float]) -> dict[str, float]:
+    """Exponential moving average (0.95) of step statistics; a missing or NaN entry restarts."""
+    return {k: v if math.isnan(running.get(k, math.nan)) else 0.95 * running[k] + 0.05 * v
+            for k, v in stats.items()}
+
+
+async def train_steps(cfg: TrainConfig, model: torch.nn.Module, order: Order, work: Path, *,
+                      step: Callable[[], Awaitable[tuple[torch.Tensor, dict[str, float]]]],
+                      evaluate: Callable[[], Awaitable[Record]], label: str,
+                      postfix: Callable[[dict[str, float]], dict[str, str]], shown: tuple[str, ...],
+                      running: dict[str, float] | None = None, resume: bool = False,
+                      show: bool = True, stop_after: int | None = None) -> tuple[int, list[Record]]:
+    """Optimisation steps to ``cfg.steps`` (or ``stop_after``): ``await step()`` gives a
+    minibatch's (loss, statistics); every ``eval_every`` steps and at the end rank 0 logs
+    {"step", "train_<stat>" (running averages), **await evaluate()}; every ``ckpt_every`` steps
+    and at the last one it checkpoints. Resumes from the checkpoint when asked. Returns (the
+    last step, the evaluation records of this run)."""
+    rank, _ = world()
+    opt, sched = optimizer(model, cfg)
+    ckpt, metrics = work / CHECKPOINT, work / METRICS
+    at = load_checkpoint(ckpt, model, opt, sched, order) if resume and ckpt.is_file() else 0
+    history: list[Record] = []
+    running = dict(running or {})
+
+    async def record() -> Record:
+        model.eval()
+        rec = {"step": at, **{f"train_{k}": v for k, v in running.items()}, **await evaluate()}
+        model.train()
+        with metrics.open("a") as f:
+            f.write(json.dumps(rec) + "\n")
+        history.append(rec)
+        return rec
+
+    bar = tqdm(total=cfg.steps, initial=at, desc=label, disable=not show, unit="step")
+    model.train()
+    last = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
+    while at < last:
+        loss, stats = await step()
+        clipped_step(loss, model, opt, sched)
+        at += 1
+        running = smooth(running, stats)
+        bar.update(1)
+        bar.set_postfix(postfix(running))
+        if rank == 0 and (at % cfg.eval_every == 0 or at == cfg.steps):
+            rec = await record()
+            bar.set_postfix({k: f"{v:.4f}" for k, v in rec.items() if k in shown})
+        if rank == 0 and (at % cfg.ckpt_every == 0 or at == last):
+            save_checkpoint(ckpt, model, opt, sched, at, order, cfg)
+    bar.close()
+    if rank == 0 and at == cfg.steps and (not history or history[-1]["step"] != at):
+        await record()   # resumed at the end: evaluate the final model once more
+    return at, history
