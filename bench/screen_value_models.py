@@ -72,7 +72,7 @@ async def guided_stats(base, model, reward, prompts, *, beta, k, seed, max_token
 async def main(args: argparse.Namespace) -> None:
     from engines.hf_codec import HFCodec
     from rewards.vader import VaderReward
-    from training import onpolicy, vmodel
+    from training import onpolicy, value_net
 
     torch.set_num_threads(2)
     codec = HFCodec(REPO / BASE)
@@ -84,7 +84,7 @@ async def main(args: argparse.Namespace) -> None:
     base = onpolicy.base_stepper(str(REPO / BASE), None)
     for path in args.models:
         try:
-            model = vmodel.load_value_model(path, BASE, codec.vocab_size)
+            model = value_net.load_value_model(path, BASE, codec.vocab_size)
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
             raise SystemExit(2) from exc
