@@ -1,9 +1,12 @@
-"""``tilt bench throughput``: guided vs unguided tokens/s on one engine (bench/throughput.py).
+"""``tilt bench throughput|optimum``: measurements on one engine (logic in ``tilt.benchmarks``).
 
     tilt bench throughput --engine vllm --json
+    tilt bench optimum --n 4096 --out docs/eval/demo_optimum/optimum.json
 
-The last stdout line is one JSON object with at least unguided_tokens_per_s,
+``throughput``: the last stdout line is one JSON object with at least unguided_tokens_per_s,
 guided_tokens_per_s, ratio and ideal_ratio (= M / (M + m), base and value-model parameters).
+``optimum``: the exact tilted frontier (mean reward vs KL to base per beta) of a task from base
+samples, written as JSON. Bad input exits with code 2 and a one-line message.
 """
 
 from __future__ import annotations
@@ -11,17 +14,16 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import sys
 from pathlib import Path
 
 import typer
 
 from tilt.cli import app
+from tilt.errors import fail
+from tilt.paths import checkout_file
 
 bench_app = typer.Typer(help="Benchmarks.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 @bench_app.command("throughput")
@@ -37,23 +39,57 @@ def throughput(
 ) -> None:
     """Unguided vs guided tokens/s on the same engine, with the ideal ratio M/(M+m)."""
     if engine not in ("vllm", "transformers"):
-        typer.echo(f"error: unknown engine {engine!r} (vllm | transformers)", err=True)
-        raise typer.Exit(2)
+        fail(f"unknown engine {engine!r} (vllm | transformers)")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
-    if str(REPO) not in sys.path and (REPO / "bench").is_dir():
-        sys.path.insert(0, str(REPO))
-    from bench.throughput import run_throughput
+    from tilt.benchmarks.throughput import run_throughput
 
     try:
         result = asyncio.run(run_throughput(engine=engine, model=model, value_model=value_model,
                                             concurrency=concurrency, max_tokens=max_tokens,
                                             repeats=repeats))
     except ValueError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
+        fail(str(exc))
     if not as_json:
         for key in ("unguided_tokens_per_s", "guided_tokens_per_s", "ratio", "ideal_ratio",
                     "ratio_over_ideal", "guided_blocks_tokens_per_s"):
             typer.echo(f"{key:28s} {result[key]}")
     typer.echo(json.dumps(result))
+
+
+@bench_app.command("optimum")
+def optimum(
+    model: str = typer.Option(None, help="Base model directory (default: bundled demo-base)."),
+    reward: str = typer.Option("vader", help="Reward spec."),
+    prompts: str = typer.Option("docs/eval/prompts.txt",
+                                help="Prompt file, one a line (cwd, else the checkout)."),
+    n: int = typer.Option(4096, help="Base samples per prompt (>= 8)."),
+    seed: int = typer.Option(123, help="Sampling seed."),
+    max_tokens: int = typer.Option(20, help="Completion length cap T."),
+    out: Path = typer.Option(Path("runs/optimum.json"), help="Output JSON file."),
+) -> None:
+    """The exact tilted frontier E_pi*[R] vs KL(pi* || pi_ref) per beta, from base samples (vLLM)."""
+    if n < 8:
+        fail("--n must be >= 8")
+    path = checkout_file(prompts)
+    if path is None:
+        fail(f"prompt file not found: {prompts}")
+    lines = [p for p in path.read_text().splitlines() if p.strip()]
+    if not lines:
+        fail(f"prompt file {prompts} has no prompts")
+    from engines.loader import DEMO_BASE
+    from tilt.benchmarks.optimum import optimum_report, sample_rewards
+
+    try:
+        rewards = asyncio.run(sample_rewards(model or DEMO_BASE, reward, lines, n, seed,
+                                             max_tokens=max_tokens))
+    except ValueError as exc:
+        fail(str(exc))
+    result = optimum_report(rewards, seed, max_tokens)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    typer.echo(f"base {result['base_mean_reward']:.3f}  best-of-8 {result['best_of_8_expected']:.3f}")
+    for f in result["frontier"]:
+        typer.echo(f"beta {f['beta']:<5g} reward {f['mean_reward']:.3f}  KL {f['kl_to_base']:.3f}  "
+                   f"min ESS {f['min_ess']:.0f}")
+    typer.echo(f"wrote {out}")

@@ -1,4 +1,5 @@
-"""Cheap checks of the throughput benchmark (the full run is `tilt bench throughput`)."""
+"""Cheap checks of the throughput benchmark (tilt.benchmarks.throughput; the full run is
+`tilt bench throughput`)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,9 @@ import json
 
 from typer.testing import CliRunner
 
-from bench.throughput import build_bench_value_model, llama_parameters
 from engines.value_model import TorchValueModel, check_value_model
 from engines.vllm_engine import _count_parameters
+from tilt.benchmarks.throughput import build_bench_value_model, llama_parameters
 
 
 def test_bench_value_model_is_at_most_a_quarter(tmp_path, engine_models):

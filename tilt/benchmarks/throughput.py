@@ -1,6 +1,7 @@
 """Guided vs unguided decoding throughput on ONE engine, with the ideal ratio beside it.
 
-    python -m bench.throughput --engine vllm           (or: tilt bench throughput --json)
+    tilt bench throughput --engine vllm --json          (the command: tilt/cmd_bench.py)
+    await run_throughput(engine="vllm")                  -> the result dict
 
 Guidance runs a value model of m parameters next to the base model's M on every guided
 step, so the best possible guided/unguided throughput ratio is  ideal = M / (M + m)
@@ -18,7 +19,6 @@ built for the base model in a temporary directory (same architecture as a traine
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 import platform
@@ -126,9 +126,3 @@ async def run_throughput(engine: str = "vllm", model: str | None = None,
         "machine": platform.machine(), "processor": platform.processor() or None,
     }
 
-
-if __name__ == "__main__":
-    import sys
-
-    result = asyncio.run(run_throughput(*(sys.argv[1:2] or ["vllm"])))
-    print(json.dumps(result))
