@@ -3,7 +3,7 @@
 # chain of commands that produced it (each stage was run separately, sessions 5 to 8):
 #   1. rollouts of pi_ref: the first 8000 prompts of bench/demo_train_prompts.txt with seed 0,
 #      the other 8218 with seed 1 (two runs, so the first half could be reused from an earlier
-#      model), joined by bench/merge_rollouts.py: 2,151,856 rollouts;
+#      model), joined by tilt rollouts merge: 2,151,856 rollouts;
 #   2. soft-Q regression (MSE), beta 0.2, 36,000 steps (bench/train_demo.yaml);
 #   3. the same run continued with the exp-space loss at beta 0.19 to step 48,000: the cosine
 #      schedule is stretched to 48,000 steps, so it resumes at 15% of the peak learning rate
@@ -29,7 +29,7 @@ for part in a b; do
   .venv/bin/tilt train --config bench/train_demo.yaml --prompt-file runs/demo-value-parts/prompts_$part.txt \
     --seed $seed --out runs/demo-value-parts/$part --resume --stop-after 0 --quiet
 done
-.venv/bin/python bench/merge_rollouts.py runs/demo-value-parts/a/train/rollouts.pt 8000 \
+.venv/bin/tilt rollouts merge runs/demo-value-parts/a/train/rollouts.pt 8000 \
   runs/demo-value-parts/b/train/rollouts.pt 8218 "$OUT/train/rollouts.pt"
 .venv/bin/tilt train --config bench/train_demo.yaml --resume                     # stage 2 (MSE)
 .venv/bin/tilt train --config bench/train_demo.yaml --resume --q-loss exp --beta 0.19 --steps 48000  # stage 3

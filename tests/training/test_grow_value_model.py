@@ -1,21 +1,25 @@
-"""bench/grow_value_model.py: one more layer, the same Q(s, .) to float precision."""
+"""``tilt value-model grow`` (training.tools.grow): one more layer, the same Q(s, .) to float
+precision."""
 
-import subprocess
-import sys
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM
+from typer.testing import CliRunner
+
+from tilt.cli import app
 
 ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "bench" / "grow_value_model.py"
 BUNDLED = ROOT / "tilt" / "assets" / "demo-value"
 
 
+def grow(*args: str):
+    return CliRunner().invoke(app, ["value-model", "grow", *args])
+
+
 def test_grown_value_model_has_one_more_layer_and_the_same_q(tmp_path):
-    out = subprocess.run([sys.executable, str(SCRIPT), str(BUNDLED), str(tmp_path / "g")],
-                         capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
+    out = grow(str(BUNDLED), str(tmp_path / "g"))
+    assert out.exit_code == 0, out.output
     old = AutoModelForCausalLM.from_pretrained(BUNDLED, dtype=torch.float32)
     new = AutoModelForCausalLM.from_pretrained(tmp_path / "g", dtype=torch.float32)
     assert new.config.num_hidden_layers == old.config.num_hidden_layers + 1
@@ -26,6 +30,5 @@ def test_grown_value_model_has_one_more_layer_and_the_same_q(tmp_path):
 
 
 def test_grow_without_a_model_directory_exits_2(tmp_path):
-    out = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path), str(tmp_path / "g")],
-                         capture_output=True, text=True, timeout=60)
-    assert out.returncode == 2 and "config.json" in out.stderr
+    out = grow(str(tmp_path), str(tmp_path / "g"))
+    assert out.exit_code == 2 and "config.json" in out.stderr

@@ -1,18 +1,19 @@
-"""bench/merge_rollouts.py: two runs over consecutive prompt files become one rollouts.pt with
-the group convention of collect_rollouts (trajectories: group = prompt; branch groups after
-all prompts, distinct)."""
+"""``tilt rollouts merge`` (training.tools.merge_rollouts): two runs over consecutive prompt
+files become one rollouts.pt with the group convention of collect_rollouts (trajectories:
+group = prompt; branch groups after all prompts, distinct)."""
 
-import subprocess
-import sys
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
+from typer.testing import CliRunner
 
+from tilt.cli import app
 from training.rollouts import Rollout
 
-ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "bench" / "merge_rollouts.py"
+
+def merge(*args: str | Path):
+    return CliRunner().invoke(app, ["rollouts", "merge", *map(str, args)])
 
 
 def run_file(path: Path, n_prompts: int) -> None:
@@ -28,8 +29,8 @@ def test_merged_rollouts_shift_prompts_and_keep_groups_distinct(tmp_path):
     run_file(tmp_path / "a.pt", 3)
     run_file(tmp_path / "b.pt", 2)
     out = tmp_path / "m" / "rollouts.pt"
-    subprocess.run([sys.executable, str(SCRIPT), str(tmp_path / "a.pt"), "3", str(tmp_path / "b.pt"),
-                    "2", str(out)], check=True, capture_output=True)
+    result = merge(tmp_path / "a.pt", 3, tmp_path / "b.pt", 2, out)
+    assert result.exit_code == 0, result.output
     rs = [Rollout(**r) for r in torch.load(out, weights_only=False)["rollouts"]]
     assert sorted({r.prompt for r in rs}) == [0, 1, 2, 3, 4]
     trajectories = [r for r in rs if r.start == 0]
@@ -41,8 +42,6 @@ def test_merged_rollouts_shift_prompts_and_keep_groups_distinct(tmp_path):
 
 def test_a_prompt_count_too_small_exits_2(tmp_path):
     run_file(tmp_path / "a.pt", 3)
-    proc = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path / "a.pt"), "2",
-                           str(tmp_path / "a.pt"), "3", str(tmp_path / "o.pt")],
-                          capture_output=True, text=True)
-    assert proc.returncode == 2 and "prompt index 2, not below 2" in proc.stderr
+    result = merge(tmp_path / "a.pt", 2, tmp_path / "a.pt", 3, tmp_path / "o.pt")
+    assert result.exit_code == 2 and "prompt index 2, not below 2" in result.stderr
     assert not (tmp_path / "o.pt").exists()

@@ -1,5 +1,6 @@
-"""bench/screen_value_models.py: the vLLM-free screen of demo value models (lean guided
-sampler + VADER) prints one JSON line per model, beta and prompt set; bad input exits 2."""
+"""``tilt value-model screen`` (training.tools.screen): the vLLM-free screen of demo value
+models (lean guided sampler + VADER) prints one JSON line per model, beta and prompt set; bad
+input exits 2."""
 
 import json
 import subprocess
@@ -9,12 +10,12 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "bench" / "screen_value_models.py"
+TILT = str(Path(sys.executable).parent / "tilt")  # the installed console script
 
 
-def screen(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True,
-                          cwd=ROOT, timeout=600)
+def screen(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([TILT, "value-model", "screen", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=600)
 
 
 def test_screen_of_bundled_model_reports_reward_and_kl_on_eval_prompts():
@@ -27,11 +28,21 @@ def test_screen_of_bundled_model_reports_reward_and_kl_on_eval_prompts():
     assert row["J16"] == pytest.approx(row["R"] - 0.16 * row["KL"], abs=2e-4)
 
 
+def test_screen_defaults_resolve_outside_the_checkout(tmp_path):
+    """Base model and prompt file defaults are found from any working directory."""
+    vm = str(ROOT / "tilt" / "assets" / "demo-value")
+    out = screen(vm, "--betas", "0.2", "--sets", "eval", "--max-tokens", "1", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    (row,) = [json.loads(line) for line in out.stdout.splitlines()]
+    assert row["model"] == vm and row["samples"] == 16 * 128
+
+
 @pytest.mark.parametrize("args, message", [
     (["tilt/assets/demo-value", "--betas", "x"], "--betas"),
     (["tilt/assets/demo-value", "--betas", "-1"], "--betas"),
     (["tilt/assets/demo-value", "--sets", "test"], "--sets"),
     (["no/such/value-model", "--sets", "eval"], "error"),
+    (["tilt/assets/demo-value", "--sets", "eval", "--eval-prompts", "no/such.txt"], "no/such.txt"),
 ])
 def test_screen_bad_input_exits_2_with_a_message(args, message):
     out = screen(*args)

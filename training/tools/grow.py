@@ -3,24 +3,26 @@ attention output and MLP down projections start at zero, so its residual branch 
 and Q(s, .) is unchanged until training moves them (used for the 3-layer round in
 docs/eval/demo_objectives/objectives.md).
 
-    python bench/grow_value_model.py runs/demo-value-spi2 runs/demo-value-grown
+    tilt value-model grow runs/demo-value-spi2 runs/demo-value-grown
     tilt train --config ... --init-from runs/demo-value-grown ...
 """
 
 from __future__ import annotations
 
-import argparse
 import shutil
-import sys
 from pathlib import Path
 
 import torch
 
 
 def grow(src: Path, dst: Path, seed: int = 0) -> int:
-    """Write ``src`` with one more layer to ``dst``; returns the new parameter count."""
+    """Write ``src`` with one more layer to ``dst``; returns the new parameter count.
+    Raises ValueError when ``src`` is not a model directory."""
     from transformers import AutoModelForCausalLM, LlamaForCausalLM
 
+    src, dst = Path(src), Path(dst)
+    if not (src / "config.json").is_file():
+        raise ValueError(f"{src} is not a model directory (no config.json)")
     model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32)
     cfg = model.config
     cfg.num_hidden_layers += 1
@@ -36,17 +38,3 @@ def grow(src: Path, dst: Path, seed: int = 0) -> int:
         if (src / name).exists():
             shutil.copy(src / name, dst / name)
     return sum(p.numel() for p in grown.parameters())
-
-
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("src", type=Path, help="value model directory (Llama)")
-    ap.add_argument("dst", type=Path, help="output directory")
-    args = ap.parse_args(argv)
-    if not (args.src / "config.json").is_file():
-        ap.error(f"{args.src} is not a model directory (no config.json)")
-    print(f"{args.dst}: {grow(args.src, args.dst):,} parameters")
-
-
-if __name__ == "__main__":
-    sys.exit(main())
