@@ -11,19 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 from pathlib import Path
 
 import torch
 
+from decoders.toy import ToyLM, ToyReward
+from engines.value_model import TorchValueModel
+from training.config import load_config
+from training.trainer import exact_report, train
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from decoders.toy import ToyLM, ToyReward  # noqa: E402
-from engines.value_model import TorchValueModel  # noqa: E402
-from training.config import load_config  # noqa: E402
-from training.trainer import exact_report, train  # noqa: E402
-
 OUT = REPO / "docs" / "eval" / "toy"
 
 
