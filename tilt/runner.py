@@ -37,12 +37,20 @@ class Interrupted(Exception):
         self.exit_code = 128 + signum
 
 
-def kill_children(grace_s: float = GRACE_S) -> list[int]:
-    """Terminate every descendant process, then kill those alive after ``grace_s``; returns
-    the pids that had to be signalled."""
+def child_pids() -> set[int]:
+    """The pids of this process's descendants now."""
     import psutil
 
-    children = psutil.Process().children(recursive=True)
+    return {p.pid for p in psutil.Process().children(recursive=True)}
+
+
+def kill_children(grace_s: float = GRACE_S, keep: frozenset[int] = frozenset()) -> list[int]:
+    """Terminate every descendant process except the pids in ``keep`` (those that were already
+    running before the command started, e.g. a test session's engine), then kill those alive
+    after ``grace_s``; returns the pids that had to be signalled."""
+    import psutil
+
+    children = [p for p in psutil.Process().children(recursive=True) if p.pid not in keep]
     for p in children:
         try:
             p.terminate()
@@ -63,6 +71,7 @@ def run(main: Coroutine[Any, Any, T], on_signal: Callable[[int], bool] | None = 
     ``on_signal(signum)`` handles the first signal itself when it returns True (else the main
     task is cancelled). Raises ``Interrupted`` once ``main`` has finished unwinding."""
     received: list[int] = []
+    keep = frozenset(child_pids())  # not ours to end: they outlive this command
 
     async def guarded() -> T:
         loop = asyncio.get_running_loop()
@@ -73,7 +82,7 @@ def run(main: Coroutine[Any, Any, T], on_signal: Callable[[int], bool] | None = 
             received.append(signum)
             if len(received) > 1:
                 log.warning("second %s: forcing exit", signal.Signals(signum).name)
-                kill_children(grace_s=1.0)
+                kill_children(grace_s=1.0, keep=keep)
                 os._exit(128 + signum)
             log.info("%s: shutting down (send it again to force)", signal.Signals(signum).name)
             if on_signal is None or not on_signal(signum):
@@ -94,7 +103,7 @@ def run(main: Coroutine[Any, Any, T], on_signal: Callable[[int], bool] | None = 
             raise
         result = None  # type: ignore[assignment]
     finally:
-        leftover = kill_children()
+        leftover = kill_children(keep=keep)
         if leftover:
             log.warning("ended %d leftover child process(es): %s", len(leftover), leftover)
     if received:
