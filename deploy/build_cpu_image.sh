@@ -341,6 +341,16 @@ do_inspect() {
   echo "$pkgs"
   note "$IMAGE: $(numfmt --to=iec "$size") ($size bytes, $layers layers), labels commit $(image_commit); $pkgs"
 }
+# POST one completion to $1 with body $2; prints its text (or why there is none) and logs the answer.
+complete() {
+  local out
+  out=$(x curl -sS -m 180 -H 'Content-Type: application/json' "$1/v1/completions" -d "$2") \
+    || { echo "POST /v1/completions failed: $out"; return 1; }
+  log "completion $2 -> $out"
+  python3 -c 'import json,sys; print(json.loads(sys.argv[1])["choices"][0]["text"])' "$out" \
+    || { echo "no completion text in: $out"; return 1; }
+}
+
 
 # check_server URL_BASE ALIVE_FN: /ready within READY_TIMEOUT, then /health, one plain and one
 # token-guided completion. Explicit returns: callers run it in `|| ...`, where set -e is off.
@@ -357,18 +367,10 @@ check_server() {
   health=$(x curl -fsS -m 10 "$base/health") || { echo "GET /health failed"; return 1; }
   log "/health -> $health"
   [[ $health == *'"ok"'* ]] || { echo "unexpected /health answer: $health"; return 1; }
-  out=$(x curl -sS -m 180 -H 'Content-Type: application/json' "$base/v1/completions" \
-    -d '{"prompt": "The movie was", "max_tokens": 12, "temperature": 0, "seed": 0}') \
-    || { echo "POST /v1/completions failed: $out"; return 1; }
-  log "completion -> $out"
-  text=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["choices"][0]["text"])' "$out") \
-    || { echo "no completion text in: $out"; return 1; }
-  guided=$(x curl -sS -m 180 -H 'Content-Type: application/json' "$base/v1/completions" \
-    -d '{"prompt": "The movie was", "max_tokens": 12, "seed": 0, "guidance": {"method": "token"}}') \
-    || { echo "guided POST /v1/completions failed: $guided"; return 1; }
-  log "guided completion -> $guided"
-  gtext=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["choices"][0]["text"])' "$guided") \
-    || { echo "no completion text in: $guided"; return 1; }
+  text=$(complete "$base" '{"prompt": "The movie was", "max_tokens": 12, "temperature": 0, "seed": 0}') \
+    || { echo "$text"; return 1; }
+  gtext=$(complete "$base" '{"prompt": "The movie was", "max_tokens": 12, "seed": 0, "guidance": {"method": "token"}}') \
+    || { echo "$gtext"; return 1; }
   note "ready after ${waited} s; GET /health -> $health; POST /v1/completions 'The movie was' (greedy) -> '$text'; token-guided (demo value model) -> '$gtext'"
 }
 

