@@ -5,13 +5,14 @@
 
 ``throughput``: the last stdout line is one JSON object with at least unguided_tokens_per_s,
 guided_tokens_per_s, ratio and ideal_ratio (= M / (M + m), base and value-model parameters).
+Progress lines (``bench: ...``) go to stderr. SIGTERM/SIGINT close the engine (no vLLM process
+is left) and exit with 128 + the signal (``tilt.runner``).
 ``optimum``: the exact tilted frontier (mean reward vs KL to base per beta) of a task from base
 samples, written as JSON. Bad input exits with code 2 and a one-line message.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 from pathlib import Path
@@ -21,9 +22,14 @@ import typer
 from tilt.cli import app
 from tilt.errors import fail
 from tilt.paths import checkout_file
+from tilt.runner import Interrupted, run
 
 bench_app = typer.Typer(help="Benchmarks.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
+
+
+def _progress(msg: str) -> None:
+    typer.echo(f"bench: {msg}", err=True)
 
 
 @bench_app.command("throughput")
@@ -45,11 +51,13 @@ def throughput(
     from tilt.benchmarks.throughput import run_throughput
 
     try:
-        result = asyncio.run(run_throughput(engine=engine, model=model, value_model=value_model,
-                                            concurrency=concurrency, max_tokens=max_tokens,
-                                            repeats=repeats))
+        result = run(run_throughput(engine=engine, model=model, value_model=value_model,
+                                    concurrency=concurrency, max_tokens=max_tokens,
+                                    repeats=repeats, progress=_progress))
     except ValueError as exc:
         fail(str(exc))
+    except Interrupted as exc:  # engine closed, no child left: exit 128 + signal
+        raise typer.Exit(exc.exit_code) from exc
     if not as_json:
         for key in ("unguided_tokens_per_s", "guided_tokens_per_s", "ratio", "ideal_ratio",
                     "ratio_over_ideal", "guided_blocks_tokens_per_s"):
@@ -81,10 +89,12 @@ def optimum(
     from tilt.benchmarks.optimum import optimum_report, sample_rewards
 
     try:
-        rewards = asyncio.run(sample_rewards(model or DEMO_BASE, reward, lines, n, seed,
-                                             max_tokens=max_tokens))
+        rewards = run(sample_rewards(model or DEMO_BASE, reward, lines, n, seed,
+                                     max_tokens=max_tokens))
     except ValueError as exc:
         fail(str(exc))
+    except Interrupted as exc:
+        raise typer.Exit(exc.exit_code) from exc
     result = optimum_report(rewards, seed, max_tokens)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

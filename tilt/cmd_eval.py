@@ -5,6 +5,7 @@
               --prompts docs/eval/prompts.txt --out docs/eval/demo
 
 A bad model, value model, reward or prompt file exits with code 2 and a one-line message.
+SIGTERM/SIGINT close the engine and exit with 128 + the signal (``tilt.runner``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from rich.table import Table
 
 from tilt.cli import app
 from tilt.errors import fail
+from tilt.runner import Interrupted, run
 
 
 def _floats(text: str, name: str) -> list[float]:
@@ -51,7 +53,7 @@ def eval_cmd(
 ) -> None:
     """Evaluate sampling methods: mean reward vs KL-to-base vs compute."""
     from training.config import ConfigError
-    from training.evaluate import EvalConfig, evaluate, write_report
+    from training.evaluate import EvalConfig, evaluate_async, write_report
 
     if not prompts.is_file():
         fail(f"prompt file not found: {prompts}")
@@ -71,9 +73,11 @@ def eval_cmd(
                      candidates=candidates, methods=[m.strip() for m in methods.split(",") if m.strip()],
                      seed=seed, out=str(out), engine_options=options)
     try:
-        result = evaluate(cfg, progress=not quiet)
+        result = run(evaluate_async(cfg, progress=not quiet))
     except (ConfigError, ValueError) as exc:
         fail(str(exc))
+    except Interrupted as exc:  # engine closed, no child left
+        raise typer.Exit(exc.exit_code) from exc
     files = write_report(result, out, title or f"{model} · reward {reward} · T={max_tokens}")
     table = Table(title=f"tilt eval · {model} · {reward}")
     for col in ("method", "mean reward", "± s.e.", "KL to base", "base tok/sample", "compute ×"):

@@ -4,7 +4,8 @@
     tilt train --config bench/train_demo.yaml            # YAML config, CLI flags override it
     torchrun --nproc_per_node=2 -m tilt.cli train --config ...   # DDP (gloo on CPU)
 
-A bad config, model or reward exits with code 2 and a one-line message.
+A bad config, model or reward exits with code 2 and a one-line message. SIGTERM/SIGINT close
+the engine and exit with 128 + the signal (``tilt.runner``); a second one forces the exit.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from rich.console import Console
 
 from tilt.cli import app
 from tilt.errors import fail
+from tilt.runner import Interrupted, run
 
 
 @app.command()
@@ -60,7 +62,7 @@ def train(
 ) -> None:
     """Train a value model Q_theta so that softmax(l_ref + Q_theta/beta) ≈ pi*."""
     from training.config import ConfigError, load_config
-    from training.trainer import train as run_train
+    from training.trainer import train_async
 
     overrides = {k: v for k, v in {
         "model": model, "reward": reward, "engine": engine, "out": out, "objective": objective,
@@ -74,8 +76,10 @@ def train(
     }.items() if v is not None}
     try:
         cfg = load_config(config, overrides)
-        summary = run_train(cfg, resume=resume, progress=not quiet, stop_after=stop_after)
+        summary = run(train_async(cfg, resume=resume, progress=not quiet, stop_after=stop_after))
     except ConfigError as exc:
         fail(str(exc))
+    except Interrupted as exc:  # engine closed, no child left (the last checkpoint stays)
+        raise typer.Exit(exc.exit_code) from exc
     if summary:
         Console().print_json(json.dumps(summary))

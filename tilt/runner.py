@@ -9,6 +9,7 @@
   its engine (``VllmEngine.aclose`` ends vLLM's EngineCore and worker processes). The command
   then exits with 128 + the signal's number (130 for SIGINT, 143 for SIGTERM), as shells expect.
 - A second signal forces the exit: our child processes are killed and the process ends at once.
+- Signals reach only the main thread: run() elsewhere (a test's thread) installs no handler.
 - Whatever the path, child processes still alive at the end are terminated, then killed after
   a short grace period, so no engine process outlives the command.
 """
@@ -19,6 +20,7 @@ import asyncio
 import logging
 import os
 import signal
+import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -78,23 +80,29 @@ def run(main: Coroutine[Any, Any, T], on_signal: Callable[[int], bool] | None = 
         task = asyncio.current_task()
         assert task is not None
 
-        def handle(signum: int) -> None:
+        def first(signum: int) -> None:  # on the loop: on_signal may touch the server
+            log.info("%s: shutting down (send it again to force)", signal.Signals(signum).name)
+            if on_signal is None or not on_signal(signum):
+                task.cancel()
+
+        def handle(signum: int, _frame: Any) -> None:
+            # A Python-level handler, not loop.add_signal_handler: it runs in the main thread
+            # between bytecodes, so a second signal forces the exit even while the loop is
+            # busy in synchronous code (a training step) and never gets to its callbacks.
             received.append(signum)
             if len(received) > 1:
                 log.warning("second %s: forcing exit", signal.Signals(signum).name)
                 kill_children(grace_s=1.0, keep=keep)
                 os._exit(128 + signum)
-            log.info("%s: shutting down (send it again to force)", signal.Signals(signum).name)
-            if on_signal is None or not on_signal(signum):
-                task.cancel()
+            loop.call_soon_threadsafe(first, signum)
 
-        for sig in SIGNALS:
-            loop.add_signal_handler(sig, handle, sig)
+        main_thread = threading.current_thread() is threading.main_thread()
+        previous = {sig: signal.signal(sig, handle) for sig in SIGNALS} if main_thread else {}
         try:
             return await main
         finally:
-            for sig in SIGNALS:
-                loop.remove_signal_handler(sig)
+            for sig, old in previous.items():
+                signal.signal(sig, old)
 
     try:
         result = asyncio.run(guarded())

@@ -243,6 +243,7 @@ async def evaluate_async(cfg: EvalConfig, *, progress: bool = True) -> dict[str,
     from engines.loader import open_engine
     from rewards.loader import load_reward
 
+    torch.set_num_threads(max(1, torch.get_num_threads()))
     if not cfg.prompts:
         raise ConfigError("no prompts to evaluate")
     vm_path, toy = cfg.value, cfg.model.startswith("toy:")
@@ -330,5 +331,5 @@ def write_report(result: dict[str, Any], out: str | Path, title: str) -> dict[st
 
 
 def evaluate(cfg: EvalConfig, *, progress: bool = True) -> dict[str, Any]:
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    """``evaluate_async`` on a new event loop (``tilt eval`` runs it under ``tilt.runner``)."""
     return asyncio.run(evaluate_async(cfg, progress=progress))

@@ -16,6 +16,7 @@ checkpoints and saves.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import os
@@ -212,6 +213,9 @@ async def train_steps(cfg: TrainConfig, model: torch.nn.Module, order: Order, wo
             bar.set_postfix({k: f"{v:.4f}" for k, v in rec.items() if k in shown})
         if rank == 0 and (at % cfg.ckpt_every == 0 or at == last):
             save_checkpoint(ckpt, model, opt, sched, at, order, cfg)
+        # Suspend once a step, so a SIGTERM's cancellation (tilt.runner) reaches the loop even
+        # when no step awaits anything real (a toy engine's rollouts never suspend).
+        await asyncio.sleep(0)
     bar.close()
     if rank == 0 and at == cfg.steps and (not history or history[-1]["step"] != at):
         await record()   # resumed at the end: evaluate the final model once more

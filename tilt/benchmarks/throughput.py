@@ -24,6 +24,7 @@ import math
 import platform
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -70,8 +71,11 @@ async def _timed(fn, contexts, max_tokens, guidance) -> tuple[int, float]:
 async def run_throughput(engine: str = "vllm", model: str | None = None,
                          value_model: str | None = None, concurrency: int = 16,
                          max_tokens: int = 64, repeats: int = 3, fraction: float = 0.25,
+                         progress: Callable[[str], None] | None = None,
                          **options: Any) -> dict[str, Any]:
-    """Open ``engine`` once and measure unguided and guided tokens/s (see module doc)."""
+    """Open ``engine`` once and measure unguided and guided tokens/s (see module doc);
+    ``progress`` gets one line when the engine is open and one per round."""
+    say = progress or (lambda _msg: None)
     from decoders.protocols import Guidance, SamplingParams
     from engines.loader import DEMO_BASE, open_engine, resolve_model_dir
 
@@ -83,6 +87,7 @@ async def run_throughput(engine: str = "vllm", model: str | None = None,
         handle = await open_engine(str(base_dir), engine=engine,
                                    value_models={"bench": vm_dir}, **options)
         try:
+            say(f"engine {engine} open ({handle.num_parameters} parameters)")
             lm = handle.lm
             contexts = [handle.codec.encode(PROMPTS[i % len(PROMPTS)]) for i in range(concurrency)]
             guidance = Guidance("bench", 1.0)
@@ -99,7 +104,8 @@ async def run_throughput(engine: str = "vllm", model: str | None = None,
             await _timed(fn, contexts[:4], 8, guidance)
             await lm.sample_blocks(contexts[:2], 4, SamplingParams(), [0, 1], guidance)
             tot = {"u": [0, 0.0], "g": [0, 0.0]}
-            for _ in range(repeats):
+            for i in range(repeats):
+                say(f"round {i + 1}/{repeats}")
                 for key, g in (("u", None), ("g", guidance)):
                     n, dt = await _timed(fn, contexts, max_tokens, g)
                     tot[key][0] += n
