@@ -4,7 +4,9 @@ the diagnostics are gathered, log pi_ref of every returned token is added when a
     choices = await finish(state, plan, [(index, sample), ...])   # and counted in metrics
 
 Log-probs are those of the base model (one batched ``lm.logprobs`` over every prefix), so
-they are comparable across methods.
+they are comparable across methods. A completion that ended because the model sampled EOS
+has that EOS as its last log-prob entry (as vLLM's server does), though neither its text nor
+``token_ids`` hold it.
 """
 
 from __future__ import annotations
@@ -31,6 +33,13 @@ class Choice:
     finish_reason: str
     tilt: TiltDiagnostics
     logprobs: TokenLogprobs | None = None
+    eos_token_id: int | None = None  # set when the model sampled EOS to end the completion
+
+    @property
+    def sampled_ids(self) -> list[int]:
+        """The tokens the model sampled: ``token_ids`` plus the final EOS if there was one
+        (what log-probs and usage count)."""
+        return self.token_ids + ([self.eos_token_id] if self.eos_token_id is not None else [])
 
 
 def finite(x: float | None) -> float | None:
@@ -69,13 +78,15 @@ def diagnostics(sample: Sample, plan: Plan) -> TiltDiagnostics:
 def to_choice(codec: Any, index: int, sample: Sample, plan: Plan) -> Choice:
     text, k, stopped = truncate_at_stop(codec, list(sample.tokens), plan.stop)
     reason = "stop" if stopped or sample.finished else "length"
-    return Choice(index, text, list(sample.tokens[:k]), reason, diagnostics(sample, plan))
+    eos = codec.eos_token_id if sample.finished and not stopped else None
+    return Choice(index, text, list(sample.tokens[:k]), reason, diagnostics(sample, plan),
+                  eos_token_id=eos)
 
 
 async def add_logprobs(lm: Any, prompt_ids: list[int], choices: list[Choice], k: int) -> None:
     """Per-token log pi_ref(token | prefix) and the top-k alternatives, from one batched
     ``lm.logprobs`` call over every prefix of every choice."""
-    contexts = [prompt_ids + c.token_ids[:i] for c in choices for i in range(len(c.token_ids))]
+    contexts = [prompt_ids + c.token_ids[:i] for c in choices for i in range(len(c.sampled_ids))]
     if not contexts:
         for c in choices:
             c.logprobs = []
@@ -84,7 +95,7 @@ async def add_logprobs(lm: Any, prompt_ids: list[int], choices: list[Choice], k:
     at = 0
     for c in choices:
         entries = []
-        for tok in c.token_ids:
+        for tok in c.sampled_ids:
             row = rows[at].to(torch.float64)
             at += 1
             top = torch.topk(row, k) if k > 0 else None

@@ -7,7 +7,8 @@
     model_list(state, defaults, max_tokens)   # GET /v1/models
 
 Log-probs are rendered as OpenAI does for each endpoint: parallel lists with text offsets for
-completions, one entry per token with its bytes for chat.
+completions, one entry per token with its bytes for chat. A final sampled EOS is the last entry,
+shown as the tokenizer writes it (``<|endoftext|>``), as vLLM's server does.
 """
 
 from __future__ import annotations
@@ -57,7 +58,11 @@ class _Bodies:
         self.header = {"id": new_id(self.id_prefix), "created": now(), "model": model}
 
     def _token(self, token_id: int) -> str:
-        return self.codec.decode([token_id])
+        text = self.codec.decode([token_id])
+        if not text and token_id == self.codec.eos_token_id:  # decode skips special tokens
+            tokenizer = getattr(self.codec, "tokenizer", None)
+            text = str(getattr(tokenizer, "eos_token", None) or "")
+        return text
 
     def _ids(self, ids: list[int]) -> list[int] | None:
         return ids if self.plan.return_token_ids else None
@@ -72,7 +77,7 @@ class CompletionBodies(_Bodies):
     def _logprobs(self, c: Choice | None) -> CompletionLogprobs | None:
         if c is None or c.logprobs is None:
             return None
-        tokens = [self._token(t) for t in c.token_ids]
+        tokens = [self._token(t) for t in c.sampled_ids]
         offsets, at = [], 0
         for t in tokens:
             offsets.append(at)
@@ -113,7 +118,7 @@ class ChatBodies(_Bodies):
         return ChatLogprobs(content=[
             TokenLogprob(**self._entry(t, lp),
                          top_logprobs=[TopLogprob(**self._entry(i, v)) for i, v in alts])
-            for t, (lp, alts) in zip(c.token_ids, c.logprobs, strict=True)])
+            for t, (lp, alts) in zip(c.sampled_ids, c.logprobs, strict=True)])
 
     def response(self, choices: list[Choice]) -> ChatCompletionResponse:
         return ChatCompletionResponse(**self.header, choices=[ChatChoice(

@@ -1,11 +1,15 @@
-"""Session-scoped real servers for the server tests (toy engine; see live.py)."""
+"""Session-scoped real servers for the server tests: toy engines (see live.py), and
+``vllm_server``: the session's one vLLM engine (``vllm_demo_engine``, the demo base model with
+a native value model) served by a uvicorn server on the test session's event loop."""
 
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Iterator
 
 import pytest
+import pytest_asyncio
 
 from tests.server.live import API_KEY, LiveServer, start_server, toy_config
 
@@ -56,3 +60,33 @@ def long_server() -> Iterator[LiveServer]:
     live.engine_state.handle.lm = SlowLM(live.engine_state.handle.lm, delay_s=0.05)
     yield live
     live.stop()
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def vllm_server(vllm_demo_engine, engine_models):
+    import uvicorn
+
+    from rewards.loader import load_reward
+    from server.app import create_app
+    from server.config import ServerConfig
+    from server.engine_state import EngineState
+
+    handle = vllm_demo_engine
+    config = ServerConfig(model=str(engine_models.base), engine="vllm",
+                          rewards={"vader": "vader"},
+                          defaults={"value_model": engine_models.vm_name, "reward": "vader",
+                                    "max_tokens": 8},
+                          limits={"max_logprobs": -1, "max_tokens": 64})
+    service = EngineState(config, handle, {"vader": load_reward("vader", codec=handle.codec)})
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(config, service), host="127.0.0.1",
+                                           port=port, log_level="warning"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        assert not task.done(), "vLLM server failed to start"
+        await asyncio.sleep(0.05)
+    yield f"http://127.0.0.1:{port}", service
+    server.should_exit = True
+    await task

