@@ -35,7 +35,9 @@ def _upstream_errors() -> tuple[type[BaseException], ...]:
 async def run(state: EngineState, plan: Plan, on_tokens: Any = None,
               timeout_s: float | None = None) -> list[Sample]:
     """The sampler on the engine; the time spent in the value model and the reward is
-    recorded in the metrics however the run ends."""
+    recorded in the metrics however the run ends, the tokens the engine generated for it in
+    ``plan.generated_tokens`` (``usage.generated_tokens``)."""
+    from decoders.counting import counting
     from decoders.generate import generate  # looked up per call (tests may wrap it)
 
     if state.closing.is_set():
@@ -43,9 +45,10 @@ async def run(state: EngineState, plan: Plan, on_tokens: Any = None,
     value_clock, reward_clock = Clock(), Clock()
     value = TimedValue(plan.value, value_clock) if plan.value is not None else None
     reward = TimedReward(plan.reward, reward_clock) if plan.reward is not None else None
+    lm = counting(state.handle.lm)  # every particle's, draw's and candidate's tokens
     try:
         return await _unless_closing(state, asyncio.wait_for(
-            generate(state.handle.lm, plan.prompt_ids, plan.spec, value=value, reward=reward,
+            generate(lm, plan.prompt_ids, plan.spec, value=value, reward=reward,
                      on_tokens=on_tokens), timeout_s))
     except asyncio.TimeoutError as exc:
         raise TimedOut(timeout_s) from exc
@@ -54,6 +57,7 @@ async def run(state: EngineState, plan: Plan, on_tokens: Any = None,
     except ValueError as exc:
         raise BadRequest(f"guidance rejected by the sampler: {exc}", "guidance") from exc
     finally:
+        plan.generated_tokens += lm.positions
         state.metrics.sampler_time(value_clock.seconds if value is not None else None,
                                    reward_clock.seconds if reward is not None else None)
 

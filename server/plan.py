@@ -44,6 +44,7 @@ class Plan:
     logprobs: int | None = None  # top-k log-probs per token (0 = only the sampled token)
     stream: bool = False
     include_usage: bool = False  # streams: a last chunk with the usage
+    generated_tokens: int = 0  # set by server.generation.run: what the engine generated
     return_token_ids: bool = False
 
     @property

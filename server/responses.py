@@ -43,9 +43,11 @@ from server.schemas import (
 from server.streaming import StreamEvent
 
 
-def usage(prompt_tokens: int, completion_tokens: int) -> Usage:
+def usage(prompt_tokens: int, completion_tokens: int,
+          generated_tokens: int | None = None) -> Usage:
     return Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                 total_tokens=prompt_tokens + completion_tokens)
+                 total_tokens=prompt_tokens + completion_tokens,
+                 generated_tokens=generated_tokens)
 
 
 class _Bodies:
@@ -68,7 +70,8 @@ class _Bodies:
         return ids if self.plan.return_token_ids else None
 
     def _usage(self, choices: list[Choice]) -> Usage:
-        return usage(len(self.plan.prompt_ids), sum(len(c.token_ids) for c in choices))
+        return usage(len(self.plan.prompt_ids), sum(len(c.token_ids) for c in choices),
+                     self.plan.generated_tokens)
 
 
 class CompletionBodies(_Bodies):

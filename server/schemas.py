@@ -124,9 +124,16 @@ def now() -> int:
 
 
 class Usage(_Response):
+    """OpenAI's counts: ``completion_tokens`` are the returned choices' tokens (``token_ids``;
+    a final EOS is not one, in streams and the metrics alike). Tilt's extension
+    ``generated_tokens``: every token the method made the engine generate, EOS steps included
+    (all particles of ``smc``/``importance``, all N draws of ``best_of_n``, all candidates of
+    ``blockwise``); left out where not counted (streams)."""
+
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    generated_tokens: int | None = Field(None, exclude_if=lambda v: v is None)
 
 
 class TiltDiagnostics(_Response):

@@ -28,38 +28,11 @@ from typing import Any
 
 import torch
 
+from decoders.counting import CountingLM, counting
 from decoders.generate import generate
 from decoders.methods import METHODS, method_info
 from decoders.spec import GuidanceSpec
 from training.config import ConfigError
-
-
-class CountingLM:
-    """Wraps a ``LanguageModel`` and counts the decode positions it computes."""
-
-    def __init__(self, lm: Any):
-        self.inner = lm
-        self.vocab_size = lm.vocab_size
-        self.eos_token_id = lm.eos_token_id
-        self.positions = 0
-
-    async def logprobs(self, contexts):
-        self.positions += len(contexts)
-        return await self.inner.logprobs(contexts)
-
-
-class CountingBlockLM(CountingLM):
-    """``CountingLM`` for engines that also sample blocks natively (``BlockSampler``)."""
-
-    async def sample_blocks(self, contexts, max_tokens, params, seeds, guidance=None, on_tokens=None):
-        blocks = await self.inner.sample_blocks(contexts, max_tokens, params, seeds,
-                                                guidance=guidance, on_tokens=on_tokens)
-        self.positions += sum(len(b.tokens) + int(b.finished) for b in blocks)
-        return blocks
-
-
-def counting(lm: Any) -> CountingLM:
-    return CountingBlockLM(lm) if hasattr(lm, "sample_blocks") else CountingLM(lm)
 
 
 @dataclass

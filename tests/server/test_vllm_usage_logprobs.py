@@ -5,6 +5,8 @@ entry (token, log-prob, alternatives, text offset), as vLLM's own server does, a
 log-prob is the engine's: it matches log pi_ref(EOS | prompt + completion) computed by the
 transformers reference engine on the same prefix (to TOL, fp32 on two code paths), and the
 returned log-probs sum to the diagnostics' base_logprob (from vLLM's sampler, EOS included).
+``usage``: completion_tokens are the returned tokens (``token_ids``), generated_tokens every
+token the method generated (all particles / draws, EOS steps included).
 """
 
 from __future__ import annotations
@@ -72,3 +74,24 @@ async def test_chat_logprobs_end_with_the_sampled_eos(vllm_server, transformers_
     assert len(last["top_logprobs"]) == 2
     want = await _eos_logprob(transformers_demo_engine, c["prompt_token_ids"] + c["token_ids"])
     assert abs(last["logprob"] - want) < TOL
+
+
+async def test_usage_counts_returned_and_generated_tokens(vllm_server):
+    url, _ = vllm_server
+    out = await _post(url, "/v1/completions", {**BODY, "prompt": "The movie was"})
+    u, choices = out["usage"], out["choices"]
+    returned = sum(len(c["token_ids"]) for c in choices)
+    eos = sum(c["finish_reason"] == "stop" for c in choices)
+    assert u["prompt_tokens"] == len(choices[0]["prompt_token_ids"])
+    assert u["completion_tokens"] == returned
+    assert u["total_tokens"] == u["prompt_tokens"] + u["completion_tokens"]
+    assert u["generated_tokens"] == returned + eos  # plain sampling: what it returns, + EOS
+    for guidance in ({"method": "best_of_n", "particles": 4, "reward": "vader"},
+                     {"method": "smc", "particles": 4, "reward": "vader"}):
+        out = await _post(url, "/v1/completions", {"prompt": "The movie was", "max_tokens": 8,
+                                                   "seed": 0, "return_token_ids": True,
+                                                   "guidance": guidance})
+        u, [c] = out["usage"], out["choices"]
+        assert u["completion_tokens"] == len(c["token_ids"]) <= 8
+        # 4 particles/draws of up to 8 tokens (+ EOS) each: more than the one returned
+        assert u["completion_tokens"] < u["generated_tokens"] <= 4 * 9, (guidance, u)
