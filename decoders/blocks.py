@@ -23,6 +23,7 @@ from decoders.protocols import (
     LanguageModel,
     OnTokens,
     SamplingParams,
+    StopAt,
     ValueModel,
 )
 
@@ -118,6 +119,9 @@ async def token_loop(lm: LanguageModel, contexts: Sequence[Context], max_tokens:
                      value: ValueModel | None = None, beta: float = 1.0,
                      on_tokens: OnTokens | None = None) -> list[Block]:
     """Sample up to max_tokens after each context with one batched lm call per step."""
+    unsupported = [f for f in params.extended() if f not in ("stop", "stop_token_ids")]
+    if unsupported:  # stops are cut afterwards (server.postprocess, the particle samplers)
+        raise ValueError(f"the token loop does not apply {', '.join(unsupported)}")
     n = len(contexts)
     caps = [int(max_tokens)] * n if isinstance(max_tokens, int) else [int(m) for m in max_tokens]
     ctx = [list(map(int, c)) for c in contexts]
@@ -189,3 +193,32 @@ async def sample_blocks(lm: LanguageModel, contexts: Sequence[Context], max_toke
         groups.setdefault(cap, []).append(i)
     await asyncio.gather(*(run(cap, idx) for cap, idx in groups.items()))
     return out  # type: ignore[return-value]
+
+
+def stop_blocks(blocks: Sequence[Block], stop_at: StopAt | None,
+                before: Sequence[Sequence[int]] | None = None) -> tuple[list[Block], list[bool]]:
+    """Each block cut where ``stop_at`` says a stop ends ``before[i] + block`` (the stop's
+    last token kept; the block is then not finished by EOS), and whether it stopped."""
+    if stop_at is None:
+        return list(blocks), [False] * len(blocks)
+    out, stopped = [], []
+    for i, b in enumerate(blocks):
+        pre = list(before[i]) if before is not None else []
+        k = stop_at(pre + list(b.tokens))
+        if k is None:
+            out.append(b)
+            stopped.append(False)
+            continue
+        j = max(k - len(pre), 0)
+        out.append(Block(list(b.tokens[:j]), list(b.proposal_logprobs[:j]),
+                         list(b.base_logprobs[:j]), finished=False))
+        stopped.append(True)
+    return out, stopped
+
+
+def stop_params(params: SamplingParams, stop: Sequence[str],
+                stop_ids: Sequence[int]) -> SamplingParams:
+    """``params`` with the stops added (so an engine that stops natively ends early)."""
+    from dataclasses import replace
+
+    return replace(params, stop=tuple(stop), stop_token_ids=tuple(stop_ids))

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from decoders.methods import method_info
-from decoders.protocols import LanguageModel, OnTokens, Reward, ValueModel
+from decoders.protocols import LanguageModel, OnTokens, Reward, StopAt, ValueModel
 from decoders.results import Sample
 from decoders.spec import GuidanceSpec
 
@@ -37,8 +37,13 @@ def bind_value(value, prompt_ids: Sequence[int], spec: GuidanceSpec, reward: Rew
 
 async def generate(lm: LanguageModel, prompt_ids: Sequence[int], spec: GuidanceSpec, *,
                    value: ValueModel | None = None, reward: Reward | None = None,
-                   on_tokens: OnTokens | None = None) -> list[Sample]:
-    """``spec.n`` samples by ``spec.method`` (streaming via ``on_tokens`` for none / token)."""
+                   on_tokens: OnTokens | None = None,
+                   stop_at: StopAt | None = None) -> list[Sample]:
+    """``spec.n`` samples by ``spec.method`` (streaming via ``on_tokens`` for none / token).
+
+    ``stop_at`` (particle and selection methods): where a stop ends a completion early; those
+    samplers truncate there, so the target is over the truncated sequences. ``none`` and
+    ``token`` pass ``spec.stop`` / ``spec.stop_token_ids`` to the engine instead."""
     check(spec, value, reward)
     info = method_info(spec.method)
     if on_tokens is not None and not info.streams_tokens:
@@ -49,4 +54,6 @@ async def generate(lm: LanguageModel, prompt_ids: Sequence[int], spec: GuidanceS
         kwargs["value"] = bind_value(value, prompt, spec, reward)
     if info.streams_tokens:
         kwargs["on_tokens"] = on_tokens
+    elif stop_at is not None:
+        kwargs["stop_at"] = stop_at
     return await info.sample(lm, prompt, spec, **kwargs)

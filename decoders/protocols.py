@@ -31,6 +31,8 @@ import torch
 Context = Sequence[int]
 # Streaming hook: called with (context index, newly sampled token ids) as tokens arrive.
 OnTokens = Callable[[int, list[int]], Awaitable[None]]
+# Where a stop ends a completion: its kept length (the stop's last token included), or None.
+StopAt = Callable[[Sequence[int]], "int | None"]
 
 
 @runtime_checkable
@@ -69,11 +71,43 @@ class Reward(Protocol):
 
 @dataclass
 class SamplingParams:
-    """Proposal shaping shared by samplers and engines (OpenAI-style names)."""
+    """Proposal shaping shared by samplers and engines (OpenAI / vLLM names and meanings).
+
+    temperature, top_k, top_p are applied by every engine. The rest are vLLM's sampler
+    fields, applied by engines that name them in ``sampling_fields`` (vLLM); ``stop`` and
+    ``stop_token_ids`` end a sequence at the token that completes a stop string or is a stop
+    id (that token is kept in ``Block.tokens``; EOS still ends it unless ``ignore_eos``).
+    """
 
     temperature: float = 1.0
     top_k: int = 0  # 0 = off
     top_p: float = 1.0
+    min_p: float = 0.0
+    repetition_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logit_bias: dict[int, float] | None = None
+    min_tokens: int = 0
+    ignore_eos: bool = False
+    stop: tuple[str, ...] = ()
+    stop_token_ids: tuple[int, ...] = ()
+
+    def shapes_proposal(self) -> bool:
+        """True when the sampled distribution differs from pi_ref (before any guidance)."""
+        return (self.temperature != 1.0 or self.top_k > 0 or self.top_p < 1.0
+                or self.min_p > 0.0 or self.repetition_penalty != 1.0
+                or self.presence_penalty != 0.0 or self.frequency_penalty != 0.0
+                or bool(self.logit_bias) or self.min_tokens > 0)
+
+    def extended(self) -> list[str]:
+        """The fields beyond temperature / top_k / top_p set to a non-default value."""
+        plain = SamplingParams()
+        return [f for f in EXTENDED_FIELDS if getattr(self, f) != getattr(plain, f)
+                and not (f == "logit_bias" and not self.logit_bias)]
+
+
+EXTENDED_FIELDS = ("min_p", "repetition_penalty", "presence_penalty", "frequency_penalty",
+                   "logit_bias", "min_tokens", "ignore_eos", "stop", "stop_token_ids")
 
 
 @dataclass

@@ -6,7 +6,7 @@ through the method registry (``decoders.methods``). Nothing here knows about HTT
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from decoders.methods import METHODS, Method, method_info
@@ -31,6 +31,14 @@ class GuidanceSpec:
                  ``best_of_n``'s draws and ``blockwise``'s candidates); ``smc`` and ``importance``
                  always propose untruncated at temperature 1 (their weights need full support)
     seed         makes the whole call reproducible
+    min_p, repetition_penalty, presence_penalty, frequency_penalty, logit_bias, min_tokens,
+    ignore_eos   vLLM's sampler fields (``SamplingParams``), for ``none`` and ``token`` on
+                 engines that apply them natively; particle methods reject them (the server
+                 says why) because they change the proposal without a weight correction
+    stop, stop_token_ids   a sequence ends at the token that completes a stop string or is a
+                 stop id (kept as its last token). ``none``/``token``: the engine stops there.
+                 Particle methods: the target is over sequences truncated at the first stop
+                 (R scores the truncated completion; its base log-prob is that of the prefix)
     """
 
     method: Method = "none"
@@ -47,6 +55,15 @@ class GuidanceSpec:
     top_k: int = 0
     top_p: float = 1.0
     seed: int | None = None
+    min_p: float = 0.0
+    repetition_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logit_bias: dict[int, float] | None = None
+    min_tokens: int = 0
+    ignore_eos: bool = False
+    stop: tuple[str, ...] = field(default=())
+    stop_token_ids: tuple[int, ...] = field(default=())
 
     def __post_init__(self) -> None:
         method_info(self.method)  # ValueError naming the methods when unknown
@@ -63,3 +80,6 @@ class GuidanceSpec:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.top_k < 0:
             raise ValueError(f"top_k must be >= 0, got {self.top_k}")
+        if not 0 <= self.min_tokens <= self.max_tokens:
+            raise ValueError(f"min_tokens must be in [0, max_tokens={self.max_tokens}], "
+                             f"got {self.min_tokens}")

@@ -16,7 +16,9 @@ Only imports common to both builds are used. What the adapter maps, and how:
   context + block with ``prompt_logprobs=0`` (prompt log-probs are computed from raw logits,
   before any processor). Unshaped unguided blocks skip the pass (proposal = base).
   EOS is not returned in ``Block.tokens``; its log-probs are ``Block.eos_proposal_logprob``
-  and ``Block.eos_base_logprob``.
+  and ``Block.eos_base_logprob``. vLLM's other sampler fields (min_p, the three penalties,
+  logit_bias, min_tokens, ignore_eos, stop strings and stop token ids; ``sampling_fields``)
+  go to vLLM's ``SamplingParams`` as they are, so vLLM applies and stops on them.
 - Cancelling the awaiting task cancels the per-request consumers; ``AsyncLLM.generate``
   aborts a request whose consumer is cancelled.
 - Value model paths reach the engine-core process via
@@ -38,7 +40,7 @@ from typing import Any
 
 import torch
 
-from decoders.protocols import Block, Guidance, OnTokens, SamplingParams
+from decoders.protocols import EXTENDED_FIELDS, Block, Guidance, OnTokens, SamplingParams
 from engines.base import find_value_model
 from engines.guidance_state import CONFIG_KEY, guidance_extra_args
 from engines.hf_codec import HFCodec, read_hf_config
@@ -80,6 +82,8 @@ def _is_llama(path: str | Path) -> bool:
 
 class VllmLM:
     """``LanguageModel`` + ``BlockSampler`` over an ``AsyncLLM``."""
+
+    sampling_fields = frozenset(EXTENDED_FIELDS)  # applied natively by sample_blocks
 
     def __init__(self, engine: Any, vocab_size: int, eos_token_id: int, max_model_len: int,
                  value_models: dict[str, Any]):
@@ -176,18 +180,17 @@ class VllmLM:
             raise ValueError("need one seed (or None) per context")
         for c in contexts:
             self._check_context(c, 1)
-        shaped = (extra is not None or params.temperature != 1.0 or params.top_k > 0
-                  or params.top_p < 1.0)
+        shaped = extra is not None or params.shapes_proposal()
+        eos = None if params.ignore_eos else self.eos_token_id
 
         async def one(i: int) -> Block:
             ctx = contexts[i]
-            sp = VSP(max_tokens=min(max_tokens, self.max_model_len - len(ctx)),
-                     temperature=params.temperature, top_k=params.top_k, top_p=params.top_p,
-                     seed=seeds[i], logprobs=0, detokenize=False, flat_logprobs=True,
-                     extra_args=extra, stop_token_ids=[self.eos_token_id])
+            cap = min(max_tokens, self.max_model_len - len(ctx))
+            sp = VSP(max_tokens=cap, seed=seeds[i], logprobs=0, flat_logprobs=True,
+                     extra_args=extra, **self._sampler_fields(params, cap))
 
             async def on_delta(toks: list[int]) -> None:
-                toks = [t for t in toks if t != self.eos_token_id]
+                toks = [t for t in toks if t != eos]
                 if toks:
                     await on_tokens(i, toks)
 
@@ -195,7 +198,7 @@ class VllmLM:
             toks = list(out.token_ids)
             prop = [_token_logprob(out.logprobs, j, t) for j, t in enumerate(toks)]
             base = await self._base_logprobs(ctx, toks) if shaped else list(prop)
-            return self._block(toks, prop, base)
+            return self._block(toks, prop, base, eos)
 
         return list(await asyncio.gather(*(one(i) for i in range(len(contexts)))))
 
@@ -211,10 +214,28 @@ class VllmLM:
         lps = [_token_logprob(out.prompt_logprobs, p, full[p]) for p in range(len(ctx), len(full))]
         return lps + [float("nan")] * (len(toks) - len(lps))
 
-    def _block(self, toks: list[int], prop: list[float], base: list[float]) -> Block:
-        """A Block; a final EOS leaves ``tokens`` and its log-probs go to the eos_* fields."""
+    def _sampler_fields(self, params: SamplingParams, cap: int) -> dict[str, Any]:
+        """vLLM ``SamplingParams`` keywords of ``params``: shaping, penalties, bias, stops.
+        EOS stops a sequence unless ``ignore_eos``; vLLM then keeps sampling past an EOS."""
+        stop_ids = list(params.stop_token_ids)
+        if not params.ignore_eos:
+            stop_ids.append(self.eos_token_id)
+        return dict(temperature=params.temperature, top_k=params.top_k, top_p=params.top_p,
+                    min_p=params.min_p, repetition_penalty=params.repetition_penalty,
+                    presence_penalty=params.presence_penalty,
+                    frequency_penalty=params.frequency_penalty,
+                    logit_bias=dict(params.logit_bias) if params.logit_bias else None,
+                    min_tokens=min(params.min_tokens, cap), ignore_eos=params.ignore_eos,
+                    stop=list(params.stop) or None, stop_token_ids=stop_ids,
+                    detokenize=bool(params.stop))
+
+    def _block(self, toks: list[int], prop: list[float], base: list[float],
+               eos: int | None = -1) -> Block:
+        """A Block; a final EOS leaves ``tokens`` and its log-probs go to the eos_* fields
+        (``eos=None``: EOS does not end a sequence, it stays in ``tokens``)."""
+        eos = self.eos_token_id if eos == -1 else eos
         base = base + [float("nan")] * (len(toks) - len(base))
-        if toks and toks[-1] == self.eos_token_id:
+        if toks and eos is not None and toks[-1] == eos:
             return Block(tokens=toks[:-1], proposal_logprobs=prop[:-1], base_logprobs=base[:-1],
                          finished=True, eos_proposal_logprob=prop[-1], eos_base_logprob=base[-1])
         return Block(tokens=toks, proposal_logprobs=prop, base_logprobs=base, finished=False)

@@ -19,7 +19,7 @@ from decoders.results import Sample
 from server.engine_state import EngineState
 from server.errors import BadRequest, ShuttingDown, TimedOut, UpstreamFailed
 from server.plan import Plan, ScorePlan
-from server.postprocess import finite
+from server.postprocess import finite, stop_at
 from server.timing import Clock, TimedReward, TimedValue
 
 
@@ -49,7 +49,8 @@ async def run(state: EngineState, plan: Plan, on_tokens: Any = None,
     try:
         return await _unless_closing(state, asyncio.wait_for(
             generate(lm, plan.prompt_ids, plan.spec, value=value, reward=reward,
-                     on_tokens=on_tokens), timeout_s))
+                     on_tokens=on_tokens, stop_at=stop_at(state.handle.codec, plan)),
+            timeout_s))
     except asyncio.TimeoutError as exc:
         raise TimedOut(timeout_s) from exc
     except _upstream_errors() as exc:  # type: ignore[misc]

@@ -3,9 +3,11 @@ the field (TGI's validation.rs in spirit: one module, defaults and limits in one
 
     planner = Planner(state)
     plan = planner.completion(req)     # or .chat(req); .score(req) -> ScorePlan
+    plans = planner.completions(req)   # one plan per prompt of a prompt list
 
 The schema (``server.schemas``) has already checked types and ranges. Here: the model name,
-the prompt (encoded, within the length limit), the chat-only cross-field rules, every cap of
+the prompt (encoded, within the length limit), the chat-only cross-field rules, vLLM's
+sampler fields (``server.sampling_fields``: per method a meaning or a 400), every cap of
 ``config.limits``, every default of ``config.defaults``, and the names of the value model and
 the rewards (a weighted sum of rewards included), resolved to the objects they run on.
 """
@@ -21,6 +23,7 @@ from decoders.spec import GuidanceSpec
 from server.config import Defaults
 from server.engine_state import EngineState
 from server.errors import BadRequest, NotFound
+from server.sampling_fields import sampling_fields
 from server.schemas import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -41,6 +44,9 @@ class Plan:
     value_name: str | None
     reward_name: str | None
     stop: list[str] = field(default_factory=list)
+    stop_token_ids: tuple[int, ...] = ()
+    echo: str | None = None  # completions with ``echo``: the prompt's text
+    first_index: int = 0  # choice j of this plan is choice first_index + j of the response
     logprobs: int | None = None  # top-k log-probs per token (0 = only the sampled token)
     stream: bool = False
     include_usage: bool = False  # streams: a last chunk with the usage
@@ -116,10 +122,30 @@ class Planner:
     # ---- requests
 
     def completion(self, req: CompletionRequest) -> Plan:
+        """The plan of the first prompt (see ``completions`` for prompt lists)."""
+        return self.completions(req)[0]
+
+    def completions(self, req: CompletionRequest) -> list[Plan]:
+        """One plan per prompt (``prompt`` may list texts or token-id lists); the choices of
+        prompt i are indexed i * n + j, as OpenAI does."""
         self.check_model(req.model)
-        prompt_ids = self.encode_prompt(req.prompt)
-        return self._plan(req, prompt_ids, req.max_tokens, req.logprobs,
-                          "max_tokens", "logprobs")
+        prompts, param = [req.prompt], ["prompt"]
+        if isinstance(req.prompt, list) and req.prompt and not isinstance(req.prompt[0], int):
+            prompts = list(req.prompt)
+            param = [f"prompt.{i}" for i in range(len(prompts))]
+            self._cap(len(prompts) * req.n, self.state.config.limits.max_n, "prompt",
+                      "this server's (prompts x n)")
+        plans = []
+        for i, (prompt, name) in enumerate(zip(prompts, param, strict=True)):
+            prompt_ids = self.encode_prompt(prompt, name)
+            plan = self._plan(req, prompt_ids, req.max_tokens, req.logprobs,
+                              "max_tokens", "logprobs")
+            plan.first_index = i * req.n
+            if req.echo:
+                plan.echo = prompt if isinstance(prompt, str) else \
+                    self.state.handle.codec.decode(prompt_ids)
+            plans.append(plan)
+        return plans
 
     def chat(self, req: ChatCompletionRequest) -> Plan:
         self.check_model(req.model)
@@ -174,7 +200,7 @@ class Planner:
                 raise BadRequest(f"'{param}' holds token ids outside [0, {vocab}) or EOS "
                                  f"({eos}): {bad[:5]}", param)
             ids = list(prompt)
-        if not ids and param == "prompt":
+        if not ids and param.startswith("prompt"):
             raise BadRequest("'prompt' is empty (as in vLLM, a prompt needs a token)", param)
         self._check_prompt_len(ids, param)
         return ids
@@ -225,6 +251,7 @@ class Planner:
             reward_name, reward = None, None  # base sampling scores only when asked
         if not method_info(method).uses_value:
             value_name, value = None, None
+        fields = sampling_fields(req, method, max_tokens, self.state.handle.lm, value)
         top_k = 0 if req.top_k in (None, -1) else req.top_k
         temperature = req.temperature
         if temperature == 0:  # greedy, as in OpenAI: keep only the most likely token
@@ -237,11 +264,12 @@ class Planner:
                 resampling=g.resampling or "systematic", block_size=g.block_size or d.block_size,
                 candidates=candidates, block_select=g.block_select or "argmax",
                 temperature=1.0 if temperature is None else temperature, top_k=top_k,
-                top_p=1.0 if req.top_p is None else req.top_p, seed=req.seed)
+                top_p=1.0 if req.top_p is None else req.top_p, seed=req.seed,
+                stop=tuple(stops), **fields)
         except ValueError as exc:
             raise BadRequest(str(exc), "guidance") from exc
-        return Plan(prompt_ids, spec, value, reward, value_name, reward_name, stops, logprobs,
-                    stream=req.stream,
+        return Plan(prompt_ids, spec, value, reward, value_name, reward_name, stops,
+                    fields["stop_token_ids"], logprobs=logprobs, stream=req.stream,
                     include_usage=bool(req.stream_options and req.stream_options.include_usage),
                     return_token_ids=req.return_token_ids)
 

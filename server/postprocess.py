@@ -1,5 +1,6 @@
-"""From the sampler's ``Sample``s to the server's ``Choice``s: stop strings cut the text,
-the diagnostics are gathered, log pi_ref of every returned token is added when asked for.
+"""From the sampler's ``Sample``s to the server's ``Choice``s: stop strings and stop token ids
+cut the text, the diagnostics are gathered, log pi_ref of every returned token is added
+when asked for.
 
     choices = await finish(state, plan, [(index, sample), ...])   # and counted in metrics
 
@@ -47,9 +48,15 @@ def finite(x: float | None) -> float | None:
     return None if x is None or not math.isfinite(x) else float(x)
 
 
-def truncate_at_stop(codec: Any, tokens: list[int], stops: list[str]) -> tuple[str, int, bool]:
+def truncate_at_stop(codec: Any, tokens: list[int], stops: list[str],
+                     stop_ids: tuple[int, ...] = ()) -> tuple[str, int, bool]:
     """(text, kept token count, stopped): cut the text before the first stop string and
-    keep the tokens up to the one that completed it."""
+    keep the tokens up to the one that completed it. A stop token id ends the tokens there
+    (kept) and its text is left out, as vLLM does."""
+    at = next((i for i, t in enumerate(tokens) if t in stop_ids), None) if stop_ids else None
+    if at is not None:
+        text, k, stopped = truncate_at_stop(codec, tokens[:at], stops)
+        return (text, k, True) if stopped else (text, at + 1, True)
     text = codec.decode(tokens)
     hits = [i for i in (text.find(s) for s in stops) if i >= 0]
     if not hits:
@@ -76,11 +83,25 @@ def diagnostics(sample: Sample, plan: Plan) -> TiltDiagnostics:
 
 
 def to_choice(codec: Any, index: int, sample: Sample, plan: Plan) -> Choice:
-    text, k, stopped = truncate_at_stop(codec, list(sample.tokens), plan.stop)
+    text, k, stopped = truncate_at_stop(codec, list(sample.tokens), plan.stop,
+                                        plan.stop_token_ids)
     reason = "stop" if stopped or sample.finished else "length"
     eos = codec.eos_token_id if sample.finished and not stopped else None
     return Choice(index, text, list(sample.tokens[:k]), reason, diagnostics(sample, plan),
                   eos_token_id=eos)
+
+
+def stop_at(codec: Any, plan: Plan) -> Any:
+    """``tokens -> kept length`` when a stop of ``plan`` ends ``tokens`` early, else None
+    (what particle samplers truncate at); None when the plan has no stops."""
+    if not plan.stop and not plan.stop_token_ids:
+        return None
+
+    def at(tokens: list[int]) -> int | None:
+        _, k, stopped = truncate_at_stop(codec, list(tokens), plan.stop, plan.stop_token_ids)
+        return k if stopped else None
+
+    return at
 
 
 async def add_logprobs(lm: Any, prompt_ids: list[int], choices: list[Choice], k: int) -> None:

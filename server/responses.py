@@ -4,6 +4,7 @@
     bodies.response(choices)          # CompletionResponse / ChatCompletionResponse
     bodies.chunk(event, first)        # one stream chunk (CompletionChunk / ChatCompletionChunk)
     bodies.usage_chunk(usage)         # the last chunk when stream_options.include_usage
+    merged(responses)                 # one completion body for a list of prompts
     model_list(state, defaults, max_tokens)   # GET /v1/models
 
 Log-probs are rendered as OpenAI does for each endpoint: parallel lists with text offsets for
@@ -90,9 +91,14 @@ class CompletionBodies(_Bodies):
             top_logprobs=[{self._token(i): v for i, v in alts} for _, alts in c.logprobs],
             text_offset=offsets)
 
+    def _text(self, text: str, first: bool = True) -> str:
+        """``echo``: the prompt's text before the choice's (on a stream's first chunk)."""
+        return (self.plan.echo or "") + text if first else text
+
     def response(self, choices: list[Choice]) -> CompletionResponse:
+        at = self.plan.first_index
         return CompletionResponse(**self.header, choices=[CompletionChoice(
-            index=c.index, text=c.text, logprobs=self._logprobs(c),
+            index=at + c.index, text=self._text(c.text), logprobs=self._logprobs(c),
             finish_reason=c.finish_reason, token_ids=self._ids(c.token_ids),
             prompt_token_ids=self._ids(self.plan.prompt_ids), tilt=c.tilt)
             for c in choices], usage=self._usage(choices))
@@ -100,7 +106,8 @@ class CompletionBodies(_Bodies):
     def chunk(self, event: StreamEvent, first: bool) -> CompletionChunk:
         c = event.choice
         return CompletionChunk(**self.header, choices=[CompletionStreamChoice(
-            index=event.index, text=event.text, logprobs=self._logprobs(c),
+            index=self.plan.first_index + event.index, text=self._text(event.text, first),
+            logprobs=self._logprobs(c),
             finish_reason=c.finish_reason if c else None, token_ids=self._ids(event.token_ids),
             tilt=c.tilt if c else None)])
 
@@ -140,6 +147,20 @@ class ChatBodies(_Bodies):
 
     def usage_chunk(self, u: Usage) -> ChatCompletionChunk:
         return ChatCompletionChunk(**self.header, choices=[], usage=u)
+
+
+def merged(responses: list[CompletionResponse]) -> CompletionResponse:
+    """One completion body for a list of prompts: every prompt's choices (already indexed
+    prompt-major), usage summed over the prompts."""
+    first = responses[0]
+    if len(responses) == 1:
+        return first
+    us = [r.usage for r in responses if r.usage is not None]
+    gen = [u.generated_tokens for u in us if u.generated_tokens is not None]
+    return first.model_copy(update={
+        "choices": [c for r in responses for c in r.choices],
+        "usage": usage(sum(u.prompt_tokens for u in us), sum(u.completion_tokens for u in us),
+                       sum(gen) if gen else None)})
 
 
 def model_list(state: EngineState, defaults: Defaults, max_tokens: int) -> ModelList:

@@ -1,8 +1,11 @@
 """Request and response bodies (pydantic), OpenAI-compatible plus Tilt's extensions.
 
 Requests forbid unknown fields, so a misspelt or unsupported parameter is a 400 that names
-it. Extensions: ``guidance`` (how to tilt the base model) and ``return_token_ids``. Every
-choice carries a ``tilt`` object with the diagnostics of the sampler that produced it.
+it. vLLM's sampler fields (``min_p``, the penalties, ``logit_bias``, ``min_tokens``,
+``ignore_eos``, ``stop_token_ids``) are accepted here; ``server.sampling_fields`` says per
+method what they mean or why they are refused. Extensions: ``guidance`` (how to tilt the
+base model) and ``return_token_ids``. Every choice carries a ``tilt`` object with the
+diagnostics of the sampler that produced it.
 
 Responses: ``CompletionResponse`` / ``ChatCompletionResponse`` (every field present, null
 when unset) and the stream chunks ``CompletionChunk`` / ``ChatCompletionChunk``, whose
@@ -68,6 +71,14 @@ class _SamplingFields(_Request):
     top_k: int | None = Field(None, ge=-1)
     seed: int | None = None
     stop: str | list[str] | None = None
+    stop_token_ids: list[int] | None = None
+    ignore_eos: bool = False
+    min_tokens: int = Field(0, ge=0)
+    min_p: float | None = Field(None, ge=0, le=1)
+    repetition_penalty: float | None = Field(None, gt=0)
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    logit_bias: dict[str, float] | None = None  # token id (as a string) -> bias in [-100, 100]
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = None
@@ -76,7 +87,11 @@ class _SamplingFields(_Request):
 
 
 class CompletionRequest(_SamplingFields):
-    prompt: str | list[int]
+    """``prompt``: one text or token-id list, or a list of them (choice index = prompt * n + j);
+    ``echo``: the prompt's text comes before each choice's text."""
+
+    prompt: str | list[int] | list[str] | list[list[int]]
+    echo: bool = False
     max_tokens: int | None = Field(None, ge=1)
     logprobs: int | None = Field(None, ge=0)
 

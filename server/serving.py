@@ -29,7 +29,7 @@ from server.http_errors import internal_error_body, tilt_error_body
 from server.limits import Admission, cancel_on_disconnect
 from server.plan import Plan, Planner
 from server.postprocess import Choice, finish
-from server.responses import ChatBodies, CompletionBodies, model_list, usage
+from server.responses import ChatBodies, CompletionBodies, merged, model_list, usage
 from server.schemas import (
     ChatCompletionRequest,
     ChatCompletionResponse,
@@ -61,15 +61,24 @@ class Serving:
 
     async def completions(self, req: CompletionRequest,
                           raw: Request) -> CompletionResponse | EventSourceResponse:
-        plan = self.planner.completion(req)
-        bodies = CompletionBodies(self.state.handle.codec, self.state.model_name, plan)
-        return await self._respond(raw, plan, bodies)
+        plans = self.planner.completions(req)  # one per prompt of a prompt list
+        bodies = [CompletionBodies(self.state.handle.codec, self.state.model_name, p)
+                  for p in plans]
+        for b in bodies[1:]:
+            b.header = bodies[0].header  # one id for the whole response
+        if plans[0].stream:
+            return self._stream(plans, bodies)
+        per_plan = await self._generate(raw, plans)
+        return merged([b.response(c) for b, c in zip(bodies, per_plan, strict=True)])
 
     async def chat(self, req: ChatCompletionRequest,
                    raw: Request) -> ChatCompletionResponse | EventSourceResponse:
         plan = self.planner.chat(req)
         bodies = ChatBodies(self.state.handle.codec, self.state.model_name, plan)
-        return await self._respond(raw, plan, bodies)
+        if plan.stream:
+            return self._stream([plan], [bodies])
+        [choices] = await self._generate(raw, [plan])
+        return bodies.response(choices)
 
     async def score_rewards(self, req: RewardScoreRequest) -> RewardScoreResponse:
         plan = self.planner.score(req)
@@ -82,51 +91,54 @@ class Serving:
 
     # ------------------------------------------------------------------ generation
 
-    async def _respond(self, raw: Request, plan: Plan,
-                       bodies: Bodies) -> BaseModel | EventSourceResponse:
-        if plan.stream:
-            return self._stream(plan, bodies)
-        return bodies.response(await self._generate(raw, plan))
-
-    async def _generate(self, raw: Request, plan: Plan) -> list[Choice]:
-        """Non-streamed: wait for a slot, run under the time limit, abort on disconnect."""
+    async def _generate(self, raw: Request, plans: list[Plan]) -> list[list[Choice]]:
+        """Non-streamed: wait for a slot, run every prompt's plan concurrently under the time
+        limit, abort on disconnect. The choices of each plan."""
         metrics = self.state.metrics
-        timer = metrics.request_started(plan.spec.method, len(plan.prompt_ids))
+        timer = metrics.request_started(plans[0].spec.method,
+                                        sum(len(p.prompt_ids) for p in plans))
         limit = self.state.config.limits.request_timeout_s
         async with self.admission.slot():
             timer.started()
             try:
-                samples = await cancel_on_disconnect(
-                    raw, generation.run(self.state, plan, timeout_s=limit))
+                runs = asyncio.gather(*(generation.run(self.state, p, timeout_s=limit)
+                                        for p in plans))
+                samples = await cancel_on_disconnect(raw, runs)
             except ClientDisconnected:
                 metrics.aborted()
                 raise
-            choices = await finish(self.state, plan, list(enumerate(samples)))
-        timer.tokens(sum(len(c.token_ids) for c in choices))
+            choices = [await finish(self.state, p, list(enumerate(s)))
+                       for p, s in zip(plans, samples, strict=True)]
+        timer.tokens(sum(len(c.token_ids) for cs in choices for c in cs))
         timer.finished()
         return choices
 
-    def _stream(self, plan: Plan, bodies: Bodies) -> EventSourceResponse:
+    def _stream(self, plans: list[Plan], bodies: list[Bodies]) -> EventSourceResponse:
+        """The plans' events one plan after another (a prompt list streams prompt by
+        prompt), then the usage chunk if asked for."""
         self.admission.check()  # 429 now, before the 200 of the stream is sent
-        state, metrics = self.state, self.state.metrics
-        timer = metrics.request_started(plan.spec.method, len(plan.prompt_ids))
+        state, metrics, plan = self.state, self.state.metrics, plans[0]
+        prompt_tokens = sum(len(p.prompt_ids) for p in plans)
+        timer = metrics.request_started(plan.spec.method, prompt_tokens)
         limit = state.config.limits.request_timeout_s
 
         async def events() -> AsyncIterator[dict[str, str]]:
-            sent_tokens, first = 0, [True] * plan.spec.n
+            sent_tokens = 0
             try:
                 async with self.admission.slot():
                     timer.started()
-                    # aclosing: a hang-up closes the sampler's stream now, not at GC time
-                    async with aclosing(stream(state, plan, limit)) as sampled:
-                        async for event in sampled:
-                            timer.tokens(len(event.token_ids))
-                            sent_tokens += len(event.token_ids)
-                            yield _event(bodies.chunk(event, first[event.index]))
-                            first[event.index] = False
+                    for p, b in zip(plans, bodies, strict=True):
+                        first = [True] * p.spec.n
+                        # aclosing: a hang-up closes the sampler's stream now, not at GC time
+                        async with aclosing(stream(state, p, limit)) as sampled:
+                            async for event in sampled:
+                                timer.tokens(len(event.token_ids))
+                                sent_tokens += len(event.token_ids)
+                                yield _event(b.chunk(event, first[event.index]))
+                                first[event.index] = False
                 timer.finished()
                 if plan.include_usage:
-                    yield _event(bodies.usage_chunk(usage(len(plan.prompt_ids), sent_tokens)))
+                    yield _event(bodies[0].usage_chunk(usage(prompt_tokens, sent_tokens)))
             except TiltError as exc:
                 yield _event(tilt_error_body(exc))
             except (asyncio.CancelledError, GeneratorExit):  # the client hung up

@@ -47,7 +47,8 @@ async def stream(state: EngineState, plan: Plan,
     hook = on_tokens if plan.streams_tokens else None
     task = asyncio.ensure_future(run(state, plan, hook, timeout_s))
     task.add_done_callback(lambda _: queue.put_nowait(None))
-    states = [_StreamState(state.handle.codec, plan.stop) for _ in range(plan.spec.n)]
+    states = [_StreamState(state.handle.codec, plan.stop, plan.stop_token_ids)
+              for _ in range(plan.spec.n)]
     try:
         while (item := await queue.get()) is not None:
             index, tokens = item
@@ -68,8 +69,8 @@ async def stream(state: EngineState, plan: Plan,
 class _StreamState:
     """What has been sent for one choice; holds back text that could start a stop string."""
 
-    def __init__(self, codec: Any, stops: list[str]):
-        self.codec, self.stops = codec, stops
+    def __init__(self, codec: Any, stops: list[str], stop_ids: tuple[int, ...] = ()):
+        self.codec, self.stops, self.stop_ids = codec, stops, stop_ids
         self.tokens: list[int] = []
         self.sent_text, self.sent_ids, self.stopped = "", 0, False
         self.holdback = max((len(s) for s in stops), default=1) - 1
@@ -78,7 +79,8 @@ class _StreamState:
         if self.stopped:
             return None
         self.tokens += tokens
-        text, k, self.stopped = truncate_at_stop(self.codec, self.tokens, self.stops)
+        text, k, self.stopped = truncate_at_stop(self.codec, self.tokens, self.stops,
+                                                 self.stop_ids)
         if not self.stopped:
             text = text[: len(text) - self.holdback] if self.holdback else text
             while text.endswith("\ufffd"):  # an incomplete multi-byte character

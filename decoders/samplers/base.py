@@ -31,7 +31,12 @@ def make_generator(seed: int | None) -> torch.Generator:
 
 
 def params_of(spec: GuidanceSpec) -> SamplingParams:
-    return SamplingParams(spec.temperature, spec.top_k, spec.top_p)
+    return SamplingParams(
+        spec.temperature, spec.top_k, spec.top_p, min_p=spec.min_p,
+        repetition_penalty=spec.repetition_penalty, presence_penalty=spec.presence_penalty,
+        frequency_penalty=spec.frequency_penalty, logit_bias=spec.logit_bias,
+        min_tokens=spec.min_tokens, ignore_eos=spec.ignore_eos, stop=tuple(spec.stop),
+        stop_token_ids=tuple(spec.stop_token_ids))
 
 
 async def score(reward: Reward | None, prompt: Context, completions: Sequence[Sequence[int]]) -> list[float] | None:

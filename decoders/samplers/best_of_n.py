@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from decoders import blocks as blk
-from decoders.protocols import Context, LanguageModel, Reward
+from decoders.protocols import Context, LanguageModel, Reward, StopAt
 from decoders.results import Sample
 from decoders.samplers.base import block_logprobs, make_generator, params_of, score
 
@@ -25,11 +25,14 @@ def kl_bound(N: int) -> float:
     return math.log(N) - (N - 1) / N
 
 
-async def sample(lm: LanguageModel, prompt: Context, spec: GuidanceSpec, *, reward: Reward) -> list[Sample]:
-    """``spec.n`` independent best-of-``spec.particles`` draws (first index wins ties)."""
+async def sample(lm: LanguageModel, prompt: Context, spec: GuidanceSpec, *, reward: Reward,
+                 stop_at: StopAt | None = None) -> list[Sample]:
+    """``spec.n`` independent best-of-``spec.particles`` draws (first index wins ties), each
+    draw cut at its first stop before it is scored."""
     g = make_generator(spec.seed)
     n, N = spec.n, spec.particles
     blocks = await blk.sample_blocks(lm, [list(prompt)] * (n * N), spec.max_tokens, g, params_of(spec))
+    blocks, _ = blk.stop_blocks(blocks, stop_at)
     rewards = torch.tensor(await score(reward, prompt, [b.tokens for b in blocks]), dtype=torch.float64)
     out = []
     for r in range(n):

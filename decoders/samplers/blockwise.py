@@ -20,7 +20,7 @@ import torch
 
 from decoders import blocks as blk
 from decoders import resampling
-from decoders.protocols import Context, LanguageModel, Reward, ValueModel
+from decoders.protocols import Context, LanguageModel, Reward, StopAt, ValueModel
 from decoders.results import Sample
 from decoders.samplers.base import block_logprobs, make_generator, params_of, score
 
@@ -57,8 +57,9 @@ def select(values: torch.Tensor, how: str, beta: float, generator: torch.Generat
 
 
 async def sample(lm: LanguageModel, prompt: Context, spec: GuidanceSpec, *, value: ValueModel,
-                 reward: Reward) -> list[Sample]:
-    """``spec.n`` blockwise runs, vectorised over runs and candidates."""
+                 reward: Reward, stop_at: StopAt | None = None) -> list[Sample]:
+    """``spec.n`` blockwise runs, vectorised over runs and candidates; a candidate that
+    reaches a stop is cut there and is complete (scored by R)."""
     g = make_generator(spec.seed)
     prompt = [int(t) for t in prompt]
     n, K, M, T, beta = spec.n, spec.candidates, spec.block_size, spec.max_tokens, spec.beta
@@ -70,8 +71,10 @@ async def sample(lm: LanguageModel, prompt: Context, spec: GuidanceSpec, *, valu
         ctxs = [prompt + tokens[r] for r in active for _ in range(K)]
         caps = [min(M, T - len(tokens[r])) for r in active for _ in range(K)]
         cands = await blk.sample_blocks(lm, ctxs, caps, g, params_of(spec))
+        cands, stopped = blk.stop_blocks(cands, stop_at, [c[len(prompt):] for c in ctxs])
         states = [c[len(prompt):] + b.tokens for c, b in zip(ctxs, cands, strict=True)]
-        complete = [b.finished or len(s) >= T for b, s in zip(cands, states, strict=True)]
+        complete = [b.finished or st or len(s) >= T
+                    for b, s, st in zip(cands, states, stopped, strict=True)]
         vals = await candidate_values(lm, value, reward, prompt, states, complete, beta)
         still = []
         for j, r in enumerate(active):

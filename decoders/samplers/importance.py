@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from decoders import blocks as blk
-from decoders.protocols import Context, LanguageModel, Reward
+from decoders.protocols import Context, LanguageModel, Reward, StopAt
 from decoders.results import ParticleDiagnostics, Sample
 from decoders.samplers.base import block_logprobs, make_generator, score
 from decoders.samplers.smc import log_weight, summarise_runs
@@ -23,11 +23,15 @@ if TYPE_CHECKING:  # annotations only: decoders.spec reads the method registry
 NEG_INF = float("-inf")
 
 
-async def sample(lm: LanguageModel, prompt: Context, spec: GuidanceSpec, *, reward: Reward) -> list[Sample]:
-    """``spec.n`` independent SIR runs of ``spec.particles`` base proposals each."""
+async def sample(lm: LanguageModel, prompt: Context, spec: GuidanceSpec, *, reward: Reward,
+                 stop_at: StopAt | None = None) -> list[Sample]:
+    """``spec.n`` independent SIR runs of ``spec.particles`` base proposals each (each cut at
+    its first stop: the proposal and the target are over truncated sequences, ratio 1)."""
     g = make_generator(spec.seed)
     n, N, beta = spec.n, spec.particles, spec.beta
-    blocks = await blk.sample_blocks(lm, [list(prompt)] * (n * N), spec.max_tokens, g)
+    params = blk.stop_params(blk.PLAIN, spec.stop, spec.stop_token_ids)
+    blocks = await blk.sample_blocks(lm, [list(prompt)] * (n * N), spec.max_tokens, g, params)
+    blocks, _ = blk.stop_blocks(blocks, stop_at)
     rewards = torch.tensor(await score(reward, prompt, [b.tokens for b in blocks]), dtype=torch.float64)
     log_w = torch.where(torch.isneginf(rewards), rewards, rewards / beta).view(n, N)
     summary = summarise_runs(log_w, rewards.view(n, N), beta, torch.zeros(n, dtype=torch.float64), g)

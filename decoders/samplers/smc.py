@@ -27,7 +27,7 @@ import torch
 
 from decoders import blocks as blk
 from decoders import resampling
-from decoders.protocols import Context, LanguageModel, Reward, ValueModel
+from decoders.protocols import Context, LanguageModel, Reward, StopAt, ValueModel
 from decoders.results import ParticleDiagnostics, Sample
 from decoders.samplers.base import make_generator, score
 
@@ -109,8 +109,10 @@ class _Particles:
 async def run_smc(lm: LanguageModel, prompt: Context, reward: Reward, *, n: int, particles: int,
                   max_tokens: int, beta: float, generator: torch.Generator,
                   value: ValueModel | None = None, ess_threshold: float = 0.5,
-                  scheme: str = "systematic") -> list[Sample]:
-    """n independent SMC runs of ``particles`` particles each; one weighted draw per run."""
+                  scheme: str = "systematic", stop_at: StopAt | None = None) -> list[Sample]:
+    """n independent SMC runs of ``particles`` particles each; one weighted draw per run.
+    A particle that reaches a stop (``stop_at``) is complete there, as at EOS: its last
+    step's twist is replaced by R(truncated y) / beta."""
     prompt = [int(t) for t in prompt]
     N, eos = particles, int(lm.eos_token_id)
     P = _Particles(n, N)
@@ -153,7 +155,8 @@ async def run_smc(lm: LanguageModel, prompt: Context, reward: Reward, *, n: int,
                 continue
             P.tokens[i].append(a)
             P.tok_lps[i].append(lq)
-            if len(P.tokens[i]) >= max_tokens:
+            if len(P.tokens[i]) >= max_tokens or (
+                    stop_at is not None and stop_at(P.tokens[i]) is not None):
                 ended.append(i)
         P.finished[live[tok == eos]] = True
         if ended:
@@ -207,9 +210,10 @@ def _finish(P: _Particles, diags, log_z, beta, generator) -> list[Sample]:
 
 
 async def sample(lm: LanguageModel, prompt: Context, spec: GuidanceSpec, *, reward: Reward,
-                 value: ValueModel | None = None) -> list[Sample]:
+                 value: ValueModel | None = None, stop_at: StopAt | None = None) -> list[Sample]:
     """``spec.n`` SMC runs of ``spec.particles`` particles (twisted when ``value`` is given)."""
     return await run_smc(lm, prompt, reward, n=spec.n, particles=spec.particles,
                          max_tokens=spec.max_tokens, beta=spec.beta,
                          generator=make_generator(spec.seed), value=value,
-                         ess_threshold=spec.ess_threshold, scheme=spec.resampling)
+                         ess_threshold=spec.ess_threshold, scheme=spec.resampling,
+                         stop_at=stop_at)

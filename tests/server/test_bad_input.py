@@ -38,6 +38,11 @@ CASES = [
     ("completions", {"prompt": P, "guidance": {"particles": 2.5}}, 400, "guidance.particles"),
     ("completions", {"prompt": P, "guidance": "token"}, 400, "guidance"),
     ("completions", {"prompt": P, "frequency_penalty": 0.5}, 400, "frequency_penalty"),
+    ("completions", {"prompt": P, "min_p": 0.1}, 400, "min_p"),  # needs vLLM's sampler
+    ("completions", {"prompt": P, "ignore_eos": True}, 400, "ignore_eos"),
+    ("completions", {"prompt": P, "logit_bias": {"x": 1}}, 400, "logit_bias"),
+    ("completions", {"prompt": P, "max_tokens": 2, "min_tokens": 3}, 400, "min_tokens"),
+    ("completions", {"prompt": [P, "not toy text"]}, 400, "prompt.1"),
     ("completions", {"prompt": P, "guidance": {"method": "token", "temperatur": 1}}, 400,
      "guidance.temperatur"),
     ("completions", {}, 400, "prompt"),
