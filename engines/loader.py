@@ -5,7 +5,7 @@
 
 Toy specs always use the toy engine and get the exact value source under the name "exact".
 Other models are Hugging Face directories (``DEMO_BASE``, the bundled demo model, is the
-default); relative paths are tried against the working directory, then the repository.
+default) or the names ``smollm2`` and ``demo``; relative paths are tried against the working directory, then the repository.
 Options go to ``VllmEngine.open`` / ``TransformersEngine.open`` (e.g. ``name``,
 ``max_model_len``, ``max_num_seqs``, ``kv_cache_gib``, ``device``, ``max_tokens_cap``).
 """
@@ -23,7 +23,17 @@ DEMO_BASE = "tilt/assets/demo-base"
 
 
 def resolve_model_dir(model: str) -> Path:
-    """A model directory from a path (absolute, relative to cwd, or to the repository)."""
+    """A model directory from a path (absolute, relative to cwd, or to the repository) or a
+    name: ``smollm2`` (SmolLM2-135M-Instruct, built by ``tilt setup-model``), ``demo``."""
+    if model == "smollm2":
+        from tilt.models.smollm2 import model_dir
+
+        found = model_dir()
+        if not (found / "config.json").is_file():
+            raise ValueError(f"model 'smollm2' is not built in {found}: run `tilt setup-model`")
+        return found
+    if model == "demo":
+        model = DEMO_BASE
     for cand in (Path(model), REPO / model):
         if (cand / "config.json").is_file():
             return cand.resolve()

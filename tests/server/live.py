@@ -44,7 +44,7 @@ class LiveServer:
         self.thread.join(timeout=30)
 
 
-def start_server(config) -> LiveServer:
+def start_server(config, ready_s: float = 120) -> LiveServer:
     """Start ``create_app(config)`` under uvicorn in a thread; wait until /ready answers."""
     from server.app import create_app
 
@@ -55,7 +55,7 @@ def start_server(config) -> LiveServer:
     thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{config.port}"
-    deadline = time.time() + 120
+    deadline = time.time() + ready_s
     while time.time() < deadline:
         try:
             if httpx.get(url + "/ready", timeout=2).status_code == 200:

