@@ -28,13 +28,16 @@ CHAT = [{"role": "user", "content": "What is the capital of France?"}]
 def smollm2() -> Iterator[LiveServer]:
     from server.config import ServerConfig
     from tilt.cmd_serve import default_config
+    from tilt.runner import child_pids, kill_children
 
     cfg = default_config()
     assert "SmolLM2" in cfg["model"], "the default config did not pick SmolLM2"
     cfg["limits"] = {"max_tokens": 64, "max_particles": 8}
+    before = frozenset(child_pids())  # e.g. the session's demo engine: not ours to end
     live = start_server(ServerConfig(**cfg), ready_s=600)
     yield live
     live.stop()
+    kill_children(keep=before)  # an engine still closing when the thread's join timed out
 
 
 def chat(live: LiveServer, **body) -> dict:
