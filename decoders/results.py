@@ -15,6 +15,9 @@ class ParticleDiagnostics:
     resamples  how many times resampling was triggered
     all_dead   True when every particle ended with weight 0 (e.g. all hit a -inf reward):
                log_z_hat is then -inf and the returned sample is NOT a draw from pi*
+    survivors  how many of the run's particles have a non-zero final weight (finite final
+               log-weight): the ones the returned draw was chosen among; 0 exactly when
+               all_dead, ``particles`` when no hard constraint killed any
     """
 
     particles: int
@@ -22,6 +25,7 @@ class ParticleDiagnostics:
     log_z_hat: float = float("nan")
     resamples: int = 0
     all_dead: bool = False
+    survivors: int = 0
 
 
 @dataclass

@@ -79,7 +79,8 @@ def diagnostics(sample: Sample, plan: Plan) -> TiltDiagnostics:
         ess=finite(p.ess_trace[-1]) if p and p.ess_trace else None,
         ess_trace=[float(x) for x in p.ess_trace] if p else None,
         log_z_hat=finite(p.log_z_hat) if p else None,
-        resamples=p.resamples if p else None)
+        resamples=p.resamples if p else None,
+        all_dead=p.all_dead if p else None, survivors=p.survivors if p else None)
 
 
 def to_choice(codec: Any, index: int, sample: Sample, plan: Plan) -> Choice:

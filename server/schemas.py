@@ -152,7 +152,16 @@ class Usage(_Response):
 
 
 class TiltDiagnostics(_Response):
-    """What the sampler reports about one choice (see decoders.results.Sample)."""
+    """What the sampler reports about one choice (see decoders.results.Sample).
+
+    Particle methods (smc, importance) also report, for the run that produced the choice:
+    ``all_dead``   true when no particle survived (every final weight is 0, e.g. each hit a
+                   hard constraint's -inf reward): log_z_hat is then null and the choice is
+                   NOT a draw from the target
+    ``survivors``  how many of the ``particles`` ended with a non-zero weight (0 exactly when
+                   all_dead; ``particles`` when no constraint killed any)
+    Both are null for the other methods.
+    """
 
     method: str
     beta: float | None = None
@@ -167,6 +176,8 @@ class TiltDiagnostics(_Response):
     ess_trace: list[float] | None = None
     log_z_hat: float | None = None
     resamples: int | None = None
+    all_dead: bool | None = None
+    survivors: int | None = None
 
 
 def _absent_if_none(value: Any) -> bool:

@@ -41,7 +41,7 @@ async def sample(lm: LanguageModel, prompt: Context, spec: GuidanceSpec, *, rewa
         base_lp, prop_lp = block_logprobs(b)
         rew = float(rewards[r * N + k])
         diag = ParticleDiagnostics(particles=N, ess_trace=[summary.ess[r]], log_z_hat=summary.log_z_hat[r],
-                                   all_dead=summary.all_dead[r])
+                                   all_dead=summary.all_dead[r], survivors=summary.survivors[r])
         out.append(Sample(tokens=list(b.tokens), finished=b.finished, reward=rew,
                           log_weight=log_weight(base_lp, rew, prop_lp, beta), kl_to_base=summary.kl[r],
                           base_logprob=base_lp, token_logprobs=list(b.proposal_logprobs), particle=diag))

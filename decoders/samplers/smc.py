@@ -14,7 +14,8 @@ N particles per run, n runs, all vectorised together (one ``lm.logprobs`` and on
     output         one particle per run drawn by its final normalised weight
 
 A particle whose twist is -inf (no allowed continuation) or whose reward is -inf has weight 0.
-A run whose particles all have weight 0 reports log_z_hat = -inf and ``all_dead = True``.
+A run whose particles all have weight 0 reports log_z_hat = -inf and ``all_dead = True``;
+``survivors`` counts the particles of a run whose final weight is non-zero.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ class RunSummary:
     log_z_hat: list[float]  # log Z-hat (-inf when all dead)
     ess: list[float]
     all_dead: list[bool]
+    survivors: list[int]  # particles with non-zero final weight (log w > -inf); 0 when all dead
     kl: list[float | None]  # max(0, sum_i w_i R_i / beta - log Z-hat)  (None when all dead)
 
 
@@ -70,8 +72,9 @@ def summarise_runs(log_w: torch.Tensor, rewards: torch.Tensor, beta: float, log_
     weighted_r = torch.where(w_bar > 0, w_bar * rewards, torch.zeros_like(w_bar)).sum(dim=1) / beta
     kl = [None if not a else max(0.0, float(wr - lz))
           for a, wr, lz in zip(alive.tolist(), weighted_r, log_z_hat, strict=True)]
+    survivors = (~torch.isneginf(log_w)).sum(dim=1)
     return RunSummary(choice.tolist(), log_z_hat.tolist(), resampling.ess(log_w).tolist(),
-                      (~alive).tolist(), kl)
+                      (~alive).tolist(), survivors.tolist(), kl)
 
 
 def log_weight(base_lp: float, reward: float, prop_lp: float, beta: float) -> float:
@@ -200,6 +203,7 @@ def _finish(P: _Particles, diags, log_z, beta, generator) -> list[Sample]:
         d = diags[r]
         d.ess_trace.append(summary.ess[r])
         d.log_z_hat, d.all_dead = summary.log_z_hat[r], summary.all_dead[r]
+        d.survivors = summary.survivors[r]
         i = r * P.N + k
         reward, base_lp, prop_lp = float(P.reward[i]), float(P.base_lp[i]), float(P.prop_lp[i])
         out.append(Sample(tokens=list(P.tokens[i]), finished=bool(P.finished[i]), reward=reward,

@@ -143,6 +143,36 @@ async def test_all_minus_inf_reports_clearly_without_nans(method):
             assert x is None or not math.isnan(x)
         if method in ("smc", "importance"):
             assert s.particle.all_dead and s.particle.log_z_hat == NEG_INF and s.kl_to_base is None
+            assert s.particle.survivors == 0
+
+
+class Zero:
+    async def score(self, prompt, completions):
+        return torch.zeros(len(completions), dtype=torch.float64)
+
+
+@pytest.mark.parametrize("method", ["smc", "importance"])
+async def test_survivors_count_the_particles_a_hard_constraint_spared(constrained, method):
+    """With base proposals and no twist, a particle survives NoX with probability
+    P_ref(no X) = Z (= 0.5 here; smc never resamples: the weights stay equal until the end),
+    so survivors / N averages Z; all_dead exactly when survivors == 0. Without a constraint
+    every particle survives."""
+    lm, sol, _ = constrained
+    n, N = 400, 8
+    spec = GuidanceSpec(method=method, n=n, max_tokens=T, particles=N, beta=1.0, seed=5)
+    runs = await generate(lm, PROMPT, spec, value=None, reward=NoX())
+    surv = torch.tensor([s.particle.survivors for s in runs], dtype=torch.float64)
+    assert all(0 <= s.particle.survivors <= N for s in runs)
+    assert all(s.particle.all_dead == (s.particle.survivors == 0) for s in runs)
+    assert all((s.particle.log_z_hat == NEG_INF) == s.particle.all_dead for s in runs)
+    assert float(surv.min()) < float(surv.max())  # runs lose different numbers
+    z = math.exp(sol.log_z)
+    assert abs(z - 0.5) < 1e-12
+    assert abs(float(surv.mean()) / N - z) < 5 * math.sqrt(z * (1 - z) / (n * N))
+    # A dead run's weight-0 particles all carry X; the returned draw of a live run does not.
+    assert all(X not in s.tokens for s in runs if not s.particle.all_dead)
+    free = await generate(lm, PROMPT, spec, value=None, reward=Zero())
+    assert all(s.particle.survivors == N and not s.particle.all_dead for s in free)
 
 
 async def test_token_on_empty_target_raises():

@@ -55,6 +55,9 @@ def test_particle_methods_report_diagnostics(client, method):
     if method in ("smc", "importance"):
         assert tilt.particles == 8 and tilt.ess is not None and tilt.log_z_hat is not None
         assert tilt.resamples is not None
+        assert tilt.survivors == 8 and tilt.all_dead is False
+    else:
+        assert tilt.survivors is None and tilt.all_dead is None
 
 
 def test_weighted_rewards_and_logprobs(client):

@@ -59,8 +59,10 @@ class Usage(_Model):
 
 
 class TiltDiagnostics(_Model):
-    """Per-choice diagnostics: reward, log-weight, KL-to-base estimate; ESS, log Z-hat and
-    resamples for particle methods."""
+    """Per-choice diagnostics: reward, log-weight, KL-to-base estimate; ESS, log Z-hat,
+    resamples, ``all_dead`` (no particle survived a hard constraint: the choice is not a
+    draw from the target) and ``survivors`` (particles with non-zero final weight) for
+    particle methods (smc, importance)."""
 
     method: str
     beta: float | None = None
@@ -75,6 +77,8 @@ class TiltDiagnostics(_Model):
     ess_trace: list[float] | None = None
     log_z_hat: float | None = None
     resamples: int | None = None
+    all_dead: bool | None = None
+    survivors: int | None = None
 
 
 class CompletionLogprobs(_Model):
