@@ -38,7 +38,8 @@ def throughput(
     model: str = typer.Option(None, help="Base model directory (default: bundled demo-base)."),
     value_model: str = typer.Option(None, "--value-model",
                                     help="Value model directory (default: a random one, <= 1/4 of M)."),
-    concurrency: int = typer.Option(16, min=1, help="Sequences decoded at once."),
+    concurrency: str = typer.Option("16", help="Sequences decoded at once; several levels "
+                                    "as a comma list (1,32), measured on one engine."),
     max_tokens: int = typer.Option(64, min=1, help="Tokens per sequence."),
     repeats: int = typer.Option(3, min=1, help="Alternating unguided/guided rounds."),
     as_json: bool = typer.Option(False, "--json", help="Print only the JSON result line."),
@@ -48,20 +49,29 @@ def throughput(
         fail(f"unknown engine {engine!r} (vllm | transformers)")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    try:
+        levels = [int(c) for c in concurrency.split(",")]
+    except ValueError:
+        fail(f"--concurrency: expected integers separated by commas, got {concurrency!r}")
+    if min(levels) < 1:
+        fail("--concurrency: each level must be >= 1")
     from tilt.benchmarks.throughput import run_throughput
 
     try:
         result = run(run_throughput(engine=engine, model=model, value_model=value_model,
-                                    concurrency=concurrency, max_tokens=max_tokens,
+                                    concurrency=levels if len(levels) > 1 else levels[0], max_tokens=max_tokens,
                                     repeats=repeats, progress=_progress))
     except ValueError as exc:
         fail(str(exc))
     except Interrupted as exc:  # engine closed, no child left: exit 128 + signal
         raise typer.Exit(exc.exit_code) from exc
     if not as_json:
-        for key in ("unguided_tokens_per_s", "guided_tokens_per_s", "ratio", "ideal_ratio",
-                    "ratio_over_ideal", "guided_blocks_tokens_per_s"):
-            typer.echo(f"{key:28s} {result[key]}")
+        typer.echo(f"ideal_ratio {result['ideal_ratio']}  (M {result['base_parameters']}, "
+                   f"m {result['value_model_parameters']})")
+        for level in result.get("levels", [result]):
+            typer.echo("  ".join(f"{k} {level[k]}" for k in (
+                "concurrency", "unguided_tokens_per_s", "guided_tokens_per_s", "ratio",
+                "ratio_over_ideal", "guided_blocks_tokens_per_s")))
     typer.echo(json.dumps(result))
 
 

@@ -68,28 +68,54 @@ async def _timed(fn, contexts, max_tokens, guidance) -> tuple[int, float]:
     return sum(len(o) for o in outs), time.perf_counter() - t0
 
 
+async def _measure(lm, fn, contexts, max_tokens, repeats, guidance, say) -> dict[str, Any]:
+    """Alternating unguided/guided rounds over ``contexts``, then one guided sample_blocks."""
+    from decoders.protocols import SamplingParams
+
+    tot = {"u": [0, 0.0], "g": [0, 0.0]}
+    for i in range(repeats):
+        say(f"concurrency {len(contexts)}: round {i + 1}/{repeats}")
+        for key, g in (("u", None), ("g", guidance)):
+            n, dt = await _timed(fn, contexts, max_tokens, g)
+            tot[key][0] += n
+            tot[key][1] += dt
+    t0 = time.perf_counter()
+    blocks = await lm.sample_blocks(contexts, max_tokens, SamplingParams(),
+                                    list(range(len(contexts))), guidance)
+    blocks_rate = sum(len(b.tokens) for b in blocks) / (time.perf_counter() - t0)
+    unguided, guided = tot["u"][0] / tot["u"][1], tot["g"][0] / tot["g"][1]
+    return {"concurrency": len(contexts), "unguided_tokens_per_s": round(unguided, 1),
+            "guided_tokens_per_s": round(guided, 1), "ratio": round(guided / unguided, 4),
+            "guided_blocks_tokens_per_s": round(blocks_rate, 1) if math.isfinite(blocks_rate) else None}
+
+
 async def run_throughput(engine: str = "vllm", model: str | None = None,
-                         value_model: str | None = None, concurrency: int = 16,
+                         value_model: str | None = None, concurrency: int | list[int] = 16,
                          max_tokens: int = 64, repeats: int = 3, fraction: float = 0.25,
                          progress: Callable[[str], None] | None = None,
                          **options: Any) -> dict[str, Any]:
     """Open ``engine`` once and measure unguided and guided tokens/s (see module doc);
-    ``progress`` gets one line when the engine is open and one per round."""
+    ``progress`` gets one line when the engine is open and one per round. With a list of
+    concurrency levels each is measured on the same engine, reported under ``levels`` (the
+    top-level figures are then those of the last level)."""
     say = progress or (lambda _msg: None)
     from decoders.protocols import Guidance, SamplingParams
     from engines.loader import DEMO_BASE, open_engine, resolve_model_dir
 
+    levels = [concurrency] if isinstance(concurrency, int) else list(concurrency)
+    if not levels or min(levels) < 1:
+        raise ValueError("concurrency levels must be >= 1")
     base_dir = resolve_model_dir(model or DEMO_BASE)
     with tempfile.TemporaryDirectory(prefix="tilt-bench-") as tmp:
         vm_dir = value_model or str(build_bench_value_model(base_dir, Path(tmp) / "vm", fraction))
         if engine == "vllm":
-            options.setdefault("max_num_seqs", max(concurrency, 1))
+            options.setdefault("max_num_seqs", max(levels))
+            options.setdefault("max_model_len", 1024)  # short prompts; a small KV cache
         handle = await open_engine(str(base_dir), engine=engine,
                                    value_models={"bench": vm_dir}, **options)
         try:
             say(f"engine {engine} open ({handle.num_parameters} parameters)")
             lm = handle.lm
-            contexts = [handle.codec.encode(PROMPTS[i % len(PROMPTS)]) for i in range(concurrency)]
             guidance = Guidance("bench", 1.0)
 
             if hasattr(lm, "decode"):
@@ -100,35 +126,28 @@ async def run_throughput(engine: str = "vllm", model: str | None = None,
                                                     list(range(len(ctxs))), g)
                     return [b.tokens for b in blocks]
 
-            await _timed(fn, contexts[:4], 8, None)  # warm-up (both paths)
-            await _timed(fn, contexts[:4], 8, guidance)
-            await lm.sample_blocks(contexts[:2], 4, SamplingParams(), [0, 1], guidance)
-            tot = {"u": [0, 0.0], "g": [0, 0.0]}
-            for i in range(repeats):
-                say(f"round {i + 1}/{repeats}")
-                for key, g in (("u", None), ("g", guidance)):
-                    n, dt = await _timed(fn, contexts, max_tokens, g)
-                    tot[key][0] += n
-                    tot[key][1] += dt
-            t0 = time.perf_counter()
-            blocks = await lm.sample_blocks(contexts, max_tokens, SamplingParams(),
-                                            list(range(concurrency)), guidance)
-            blocks_rate = sum(len(b.tokens) for b in blocks) / (time.perf_counter() - t0)
+            warm = [handle.codec.encode(p) for p in PROMPTS[:4]]
+            await _timed(fn, warm, 8, None)  # warm-up (both paths)
+            await _timed(fn, warm, 8, guidance)
+            await lm.sample_blocks(warm[:2], 4, SamplingParams(), [0, 1], guidance)
+            measured = []
+            for c in levels:
+                contexts = [handle.codec.encode(PROMPTS[i % len(PROMPTS)]) for i in range(c)]
+                measured.append(await _measure(lm, fn, contexts, max_tokens, repeats, guidance, say))
             big_m = int(handle.num_parameters)
             small_m = int(handle.value_models["bench"].num_parameters)
         finally:
             await handle.aclose()
-    unguided = tot["u"][0] / tot["u"][1]
-    guided = tot["g"][0] / tot["g"][1]
     ideal = big_m / (big_m + small_m)
-    return {
+    for m in measured:
+        m["ratio_over_ideal"] = round(m["ratio"] / ideal, 4)
+    result = {
         "engine": engine, "model": str(base_dir), "value_model": value_model or "random",
         "base_parameters": big_m, "value_model_parameters": small_m,
-        "concurrency": concurrency, "max_tokens": max_tokens, "repeats": repeats,
-        "unguided_tokens_per_s": round(unguided, 1), "guided_tokens_per_s": round(guided, 1),
-        "ratio": round(guided / unguided, 4), "ideal_ratio": round(ideal, 4),
-        "ratio_over_ideal": round(guided / unguided / ideal, 4),
-        "guided_blocks_tokens_per_s": round(blocks_rate, 1) if math.isfinite(blocks_rate) else None,
+        "max_tokens": max_tokens, "repeats": repeats, "ideal_ratio": round(ideal, 4),
+        **measured[-1],
         "machine": platform.machine(), "processor": platform.processor() or None,
     }
-
+    if len(measured) > 1:
+        result["levels"] = measured
+    return result
