@@ -138,7 +138,8 @@ class Serving:
                                 first[event.index] = False
                 timer.finished()
                 if plan.include_usage:
-                    yield _event(bodies[0].usage_chunk(usage(prompt_tokens, sent_tokens)))
+                    yield _event(bodies[0].usage_chunk(usage(
+                        prompt_tokens, sent_tokens, sum(p.generated_tokens for p in plans))))
             except TiltError as exc:
                 yield _event(tilt_error_body(exc))
             except (asyncio.CancelledError, GeneratorExit):  # the client hung up

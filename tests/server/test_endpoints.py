@@ -85,6 +85,8 @@ def test_completion_stream_matches_non_stream(client):
             reasons[c.index] = c.finish_reason or reasons[c.index]
             tilts[c.index] = c.tilt or tilts[c.index]
     assert chunks[-1].usage.completion_tokens == sum(len(i) for i in ids)
+    # the engine's work, not only what is returned, as in the non-streamed body
+    assert chunks[-1].usage.generated_tokens == full.usage.generated_tokens > 0
     for i, c in enumerate(full.choices):
         assert (texts[i], ids[i], reasons[i]) == (c.text, c.token_ids, c.finish_reason)
         assert tilts[i].reward == pytest.approx(c.tilt.reward)

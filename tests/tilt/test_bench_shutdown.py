@@ -33,7 +33,7 @@ def test_sigterm_mid_run_leaves_no_process():
     def read_stderr() -> None:
         for line in proc.stderr:
             lines.append(line)
-            if line.startswith("bench: round 2/"):
+            if line.startswith("bench:") and " round 2/" in line:
                 measuring.set()
 
     reader = threading.Thread(target=read_stderr, daemon=True)

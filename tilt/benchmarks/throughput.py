@@ -110,7 +110,9 @@ async def run_throughput(engine: str = "vllm", model: str | None = None,
         vm_dir = value_model or str(build_bench_value_model(base_dir, Path(tmp) / "vm", fraction))
         if engine == "vllm":
             options.setdefault("max_num_seqs", max(levels))
-            options.setdefault("max_model_len", 1024)  # short prompts; a small KV cache
+            # short prompts, a small KV cache; never past the model's own position limit
+            from tilt.cmd_serve import _max_positions
+            options.setdefault("max_model_len", min(1024, _max_positions(base_dir) or 1024))
         handle = await open_engine(str(base_dir), engine=engine,
                                    value_models={"bench": vm_dir}, **options)
         try:

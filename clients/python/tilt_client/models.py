@@ -53,9 +53,14 @@ class ChatMessage(BaseModel):
 
 
 class Usage(_Model):
+    """OpenAI's counts (``completion_tokens``: the tokens returned) plus
+    ``generated_tokens``: every token the method made the engine generate (all particles,
+    draws and candidates, EOS steps included); None from servers that do not report it."""
+
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    generated_tokens: int | None = None
 
 
 class TiltDiagnostics(_Model):
