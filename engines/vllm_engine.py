@@ -286,6 +286,7 @@ class VllmEngine:
                                   enforce_eager=enforce_eager, dtype=dtype, seed=seed,
                                   **engine_kwargs)
         self.max_model_len = int(vllm_config.model_config.max_model_len)
+        self.max_num_seqs = int(vllm_config.scheduler_config.max_num_seqs)  # admission
         self.max_tokens_cap = max_tokens_cap or self.max_model_len
         self.lm = VllmLM(self.engine, vocab, self.codec.eos_token_id, self.max_model_len,
                          self.value_models)

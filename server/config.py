@@ -8,7 +8,7 @@ Built from ``tilt serve`` flags or a YAML file (the same keys):
     value_models: {pos: path/to/value-model}
     rewards: {vader: vader}
     defaults: {value_model: pos, reward: vader, beta: 1.0}
-    limits: {max_concurrent_requests: 8, max_queue: 32}
+    limits: {max_concurrent_requests: 8, max_queue: 32}   # unset: the engine's batch size
     api_keys: [sk-...]
 """
 
@@ -51,7 +51,8 @@ class Limits(_Strict):
     max_tokens: int | None = Field(None, ge=1)  # None: the engine's cap
     max_prompt_tokens: int | None = Field(None, ge=1)  # None: the engine's max_model_len
     max_logprobs: int = Field(20, ge=-1)  # -1: up to the full vocabulary
-    max_concurrent_requests: int = Field(8, ge=1)
+    # None: the engine's batch size (vLLM's max_num_seqs; 8 for engines without one)
+    max_concurrent_requests: int | None = Field(None, ge=1)
     max_queue: int = Field(32, ge=0)
     request_timeout_s: float = Field(300.0, gt=0)
     retry_after_s: int = Field(1, ge=0)

@@ -22,10 +22,13 @@ T = TypeVar("T")
 
 
 class Admission:
-    """At most ``max_concurrent`` requests run; at most ``max_queue`` wait for a slot."""
+    """At most ``max_concurrent`` requests run; at most ``max_queue`` wait for a slot.
+    ``max_concurrent`` is ``limits.max_concurrent_requests`` when set, else ``engine_batch``
+    (the sequences the engine batches, so that admission never starves it)."""
 
-    def __init__(self, limits: Limits, metrics: Metrics):
+    def __init__(self, limits: Limits, metrics: Metrics, engine_batch: int = 8):
         self.limits, self.metrics = limits, metrics
+        self.max_concurrent = limits.max_concurrent_requests or engine_batch
         self.running = 0
         self.waiting = 0
         self._sem: asyncio.Semaphore | None = None
@@ -34,7 +37,7 @@ class Admission:
         self.metrics.load(self.running, self.waiting)
 
     def _full(self) -> bool:
-        busy = self.running >= self.limits.max_concurrent_requests
+        busy = self.running >= self.max_concurrent
         return busy and self.waiting >= self.limits.max_queue
 
     def check(self) -> None:
@@ -50,7 +53,7 @@ class Admission:
     async def slot(self) -> AsyncIterator[None]:
         """Hold one running slot for the duration of the block, or raise ``Overloaded``."""
         if self._sem is None:
-            self._sem = asyncio.Semaphore(self.limits.max_concurrent_requests)
+            self._sem = asyncio.Semaphore(self.max_concurrent)
         self.check()
         self.waiting += 1
         self._publish()

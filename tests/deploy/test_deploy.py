@@ -37,6 +37,24 @@ def test_server_configs_are_valid():
     assert cfg.engine_options["tensor_parallel_size"] == 1
 
 
+def test_server_configs_serve_what_the_images_build():
+    """compose's and Kubernetes' configs name the model the images convert at build time
+    (TILT_CACHE_DIR + tilt.models.smollm2's layout) and value models that are in the repo
+    (the image copies the package to /app)."""
+    from tilt.models import smollm2
+
+    cm = yaml.safe_load((DEPLOY / "k8s/configmap.yaml").read_text())
+    for text in ((DEPLOY / "tilt.yaml").read_text(), cm["data"]["tilt.yaml"]):
+        cfg = ServerConfig(**yaml.safe_load(text))
+        for df in DOCKERFILES:
+            cache = re.search(r"TILT_CACHE_DIR=(\S+)", df.read_text()).group(1)
+            assert cfg.model == str(smollm2.model_dir(cache)), df
+        for path in cfg.value_models.values():
+            assert path.startswith("/app/")
+            assert (ROOT / path.removeprefix("/app/") / "tilt.json").is_file(), path
+        assert cfg.defaults.value_model in cfg.value_models
+
+
 def test_dockerfiles_copy_existing_paths_and_run_real_commands():
     for df in DOCKERFILES:
         text = df.read_text()

@@ -46,6 +46,7 @@ async def test_demo_model_generates(vllm_demo_engine):
         assert b.proposal_logprobs == b.base_logprobs  # unshaped, unguided: proposal = base
         assert isinstance(h.codec.decode(b.tokens), str)
     assert h.num_running() == 0
+    assert h.max_num_seqs == 32  # the engine's batch: the server's default admission limit
     assert h.metadata()["value_models"]["test-vm"]["native"] is True
     from decoders.protocols import BlockSampler, LanguageModel, ValueModel
     from engines.base import EngineHandle

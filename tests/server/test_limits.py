@@ -199,3 +199,17 @@ def test_request_time_limit_is_504(long_server):
     finally:
         limits.request_timeout_s = old
     assert wait_for(lambda: metric(long_server.url, "tilt:num_requests_running") == 0)
+
+
+def test_default_admission_is_the_engine_batch():
+    """With max_concurrent_requests unset the server admits as many requests as the engine
+    batches (vLLM's max_num_seqs), so admission never leaves the engine idle; a set limit
+    wins."""
+    from server.config import Limits
+    from server.limits import Admission
+    from server.metrics import Metrics
+
+    metrics = Metrics("m")
+    assert Admission(Limits(), metrics, engine_batch=64).max_concurrent == 64
+    assert Admission(Limits(max_concurrent_requests=4), metrics, engine_batch=64).max_concurrent == 4
+    assert Admission(Limits(), metrics).max_concurrent == 8  # engines without a batch size
