@@ -1,6 +1,7 @@
 """``tilt bench throughput|optimum``: measurements on one engine (logic in ``tilt.benchmarks``).
 
     tilt bench throughput --engine vllm --json
+    tilt bench serve --out docs/bench/serve.json     # vs vLLM's own server, SMC vs best-of-N
     tilt bench optimum --n 4096 --out docs/eval/demo_optimum/optimum.json
 
 ``throughput``: the last stdout line is one JSON object with at least unguided_tokens_per_s,
@@ -73,6 +74,46 @@ def throughput(
                 "concurrency", "unguided_tokens_per_s", "guided_tokens_per_s", "ratio",
                 "ratio_over_ideal", "guided_blocks_tokens_per_s")))
     typer.echo(json.dumps(result))
+
+
+@bench_app.command("serve")
+def serve(
+    model: str = typer.Option(None, help="What tilt serve --model takes (default: tilt serve's "
+                              "default, SmolLM2 with its value model; 'demo' the demo models)."),
+    clients: int = typer.Option(32, min=1, help="Concurrent closed-loop clients."),
+    requests: int = typer.Option(2, min=1, help="Requests per client per round."),
+    max_tokens: int = typer.Option(64, min=1, help="Tokens per request (ignore_eos)."),
+    repeats: int = typer.Option(5, min=1, help="Rounds of vLLM / tilt none / tilt token."),
+    particles: int = typer.Option(16, min=1, help="SMC particles = best-of-N candidates."),
+    smc_requests: int = typer.Option(8, min=1, help="Concurrent particle requests."),
+    smc_tokens: int = typer.Option(32, min=1, help="Tokens per particle request."),
+    smc_repeats: int = typer.Option(3, min=0, help="Rounds of best_of_n / smc (0: skip)."),
+    no_vllm: bool = typer.Option(False, "--no-vllm", help="Skip vLLM's own server."),
+    out: Path = typer.Option(None, help="Also write the JSON here."),
+) -> None:
+    """vLLM's own OpenAI server vs tilt serve on the same model and engine settings (one
+    paused while the other is measured): tokens/s, latency, ratios; SMC vs best-of-N and
+    /health latency under particle load. The last stdout line is the JSON result."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    from tilt.benchmarks.serve import run_serve_bench
+
+    try:
+        result = run(run_serve_bench(model=model, clients=clients, requests=requests,
+                                     max_tokens=max_tokens, repeats=repeats,
+                                     particles=particles, smc_requests=smc_requests,
+                                     smc_tokens=smc_tokens, smc_repeats=smc_repeats,
+                                     with_vllm=not no_vllm, progress=_progress))
+    except RuntimeError as exc:  # a server did not start: its log's tail is in the message
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    except Interrupted as exc:  # both servers stopped (their process groups killed)
+        raise typer.Exit(exc.exit_code) from exc
+    text = json.dumps(result)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+    typer.echo(text)
 
 
 @bench_app.command("optimum")

@@ -74,9 +74,13 @@ def test_signal_ends_inflight_request_and_leaves_no_process(sig):
         assert answer["body"]["error"]["code"] == "server_shutting_down"
         gone, alive = psutil.wait_procs(children, timeout=max(0.0, EXIT_WITHIN_S - (time.time() - t0)))
         assert not alive, f"left behind: {[(p.pid, p.name()) for p in alive]}"
-    finally:
+    finally:  # whatever failed: nothing of ours stays (the server runs in its own group)
         for p in [*children, psutil.Process(proc.pid)] if proc.poll() is None else children:
             try:
                 p.kill()
             except psutil.NoSuchProcess:
                 pass
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass

@@ -4,6 +4,7 @@ model) with SIGTERM while it measures: the engine is closed, none of its child p
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -49,10 +50,15 @@ def test_sigterm_mid_run_leaves_no_process():
         _, alive = psutil.wait_procs(children,
                                      timeout=max(0.0, EXIT_WITHIN_S - (time.time() - t0)))
         assert not alive, f"left behind: {[(p.pid, p.name()) for p in alive]}"
-    finally:
+    finally:  # whatever failed: nothing of ours stays (the bench runs in its own group)
+        children = children or (descendants(proc.pid) if proc.poll() is None else [])
         for p in [*children, psutil.Process(proc.pid)] if proc.poll() is None else children:
             try:
                 p.kill()
             except psutil.NoSuchProcess:
                 pass
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
         proc.wait(timeout=10)
