@@ -371,7 +371,7 @@ check_server() {
     || { echo "$text"; return 1; }
   gtext=$(complete "$base" '{"prompt": "The movie was", "max_tokens": 12, "seed": 0, "guidance": {"method": "token"}}') \
     || { echo "$gtext"; return 1; }
-  note "ready after ${waited} s; GET /health -> $health; POST /v1/completions 'The movie was' (greedy) -> '$text'; token-guided (demo value model) -> '$gtext'"
+  note "ready after ${waited} s; GET /health -> $health; POST /v1/completions 'The movie was' (greedy) -> '$text'; token-guided (the default value model) -> '$gtext'"
 }
 
 container_alive() { [[ $(podman "${PG[@]}" inspect -f '{{.State.Running}}' "$CONTAINER" 2>/dev/null) == true ]]; }
