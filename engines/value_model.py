@@ -32,11 +32,13 @@ against the base model and raises ``ValueModelError`` (a ``ValueError``) on any 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import shutil
 from collections import OrderedDict
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -264,6 +266,7 @@ class TorchValueModel:
                       else torch.tensor(self.manifest.atoms, dtype=torch.float32))
         self.num_parameters = sum(p.numel() for p in self.model.parameters())
         self._prefix: PrefixKVCache | None = None
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"value-{self.name}")
         if incremental and self.model.config.model_type == "llama":
             from engines.lean_llama import LeanLlama
 
@@ -289,12 +292,18 @@ class TorchValueModel:
         return out[torch.arange(len(contexts)), lengths.to(self.device) - 1].float().cpu()
 
     async def q_values(self, contexts: Sequence[Sequence[int]], beta: float) -> torch.Tensor:
+        """Q/beta's inputs for each context; the forward runs on this model's own worker
+        thread (one, so its prefix cache is never used concurrently), never on the event
+        loop: health checks and other requests go on while it runs."""
         if len(contexts) == 0:
             return torch.empty(0, self.vocab_size, dtype=torch.float64)
         for c in contexts:
             if len(c) == 0:
                 raise ValueError("value model contexts must be non-empty")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._worker, self._q_values_sync, contexts, beta)
+
+    def _q_values_sync(self, contexts: Sequence[Sequence[int]], beta: float) -> torch.Tensor:
         logits = (self._prefix.last_logits(contexts) if self._prefix is not None
                   else self.last_logits(contexts))
-        q = q_from_logits(logits, beta, self.atoms)
-        return q.double()
+        return q_from_logits(logits, beta, self.atoms).double()

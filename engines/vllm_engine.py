@@ -135,8 +135,9 @@ class VllmLM:
         outs = await asyncio.gather(*(self._final(c, sp) for c in contexts))
         if not outs:
             return torch.empty(0, self.vocab_size, dtype=torch.float64)
-        return torch.stack([_row_from_flat(o.outputs[0].logprobs, 0, self.vocab_size)
-                            for o in outs])
+        # Full-vocabulary rows are built off the event loop (milliseconds each for 49k ids).
+        return await asyncio.to_thread(lambda: torch.stack(
+            [_row_from_flat(o.outputs[0].logprobs, 0, self.vocab_size) for o in outs]))
 
     async def decode(self, contexts: Sequence[Sequence[int]], max_tokens: int,
                      guidance: Guidance | None = None, ignore_eos: bool = True,

@@ -17,6 +17,7 @@ user sees), and ``decode(y)`` otherwise.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import math
 from collections.abc import Sequence
@@ -75,8 +76,12 @@ class TextReward:
             raise ValueError(f"reward {self.name!r} scores text: load it with the model's codec")
         if len(completions) == 0:
             return torch.empty(0, dtype=torch.float64)
-        prompt_text = self.codec.decode(list(prompt))
-        texts = [decode_completion(self.codec, prompt, y, prompt_text) for y in completions]
+        def decode() -> tuple[str, list[str]]:  # tokenizer work, off the event loop
+            prompt_text = self.codec.decode(list(prompt))
+            return prompt_text, [decode_completion(self.codec, prompt, y, prompt_text)
+                                 for y in completions]
+
+        prompt_text, texts = await asyncio.to_thread(decode)
         return as_scores(await self.score_text(prompt_text, texts), len(texts), self.name)
 
     async def aclose(self) -> None:
