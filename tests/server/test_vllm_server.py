@@ -128,3 +128,35 @@ async def test_cancelled_stream_leaves_no_engine_request(vllm_server):
     assert service.handle.num_running() == 0
     assert await asyncio.to_thread(metric, url, "tilt:engine_requests_running") == 0
     assert await asyncio.to_thread(metric, url, "tilt:requests_aborted_total") == aborted + 1
+
+
+@pytest.mark.parametrize("guidance", [
+    {"method": "smc", "particles": 8},
+    {"method": "importance", "particles": 8},
+    {"method": "blockwise", "candidates": 4, "block_size": 4},
+    {"method": "best_of_n", "candidates": 8},
+], ids=lambda g: g["method"])
+async def test_hung_up_particle_request_aborts_all_its_engine_requests(vllm_server, guidance):
+    """A non-streamed particle request whose client hangs up while its particles run: every
+    engine request it started is aborted (the engine's running count reads 0 again)."""
+    url, service = vllm_server
+    aborted = await asyncio.to_thread(metric, url, "tilt:requests_aborted_total")
+    client = httpx.AsyncClient(timeout=60)
+    post = asyncio.create_task(client.post(url + "/v1/completions", json={
+        "prompt": PROMPT, "max_tokens": 64, "seed": 3, "guidance": guidance}))
+    for _ in range(400):  # until its particles are on the engine
+        if service.handle.num_running() > 0:
+            break
+        await asyncio.sleep(0.01)
+    assert service.handle.num_running() > 0 and not post.done()
+    post.cancel()  # closes the connection: the server sees the hang-up
+    await asyncio.gather(post, return_exceptions=True)
+    await client.aclose()
+    for _ in range(400):
+        if service.handle.num_running() == 0 and \
+                await asyncio.to_thread(metric, url, "tilt:num_requests_running") == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert service.handle.num_running() == 0
+    assert await asyncio.to_thread(metric, url, "tilt:engine_requests_running") == 0
+    assert await asyncio.to_thread(metric, url, "tilt:requests_aborted_total") == aborted + 1
