@@ -51,6 +51,17 @@ V2_PROCESSOR = "engines.vllm_guidance_mrv2:TiltGuidanceLogitsProcessorV2"
 _ids = itertools.count()
 
 
+def _params(cls: Any, **kw: Any) -> Any:
+    """vLLM ``SamplingParams(**kw)``; what vLLM rejects as the client's error (a value out of
+    its range) is a ValueError, which the server answers with 400."""
+    from vllm.exceptions import VLLMClientError
+
+    try:
+        return cls(**kw)
+    except VLLMClientError as exc:
+        raise ValueError(f"vLLM rejected the sampling parameters: {exc}") from exc
+
+
 def _row_from_flat(flat: Any, position: int, vocab: int) -> torch.Tensor:
     """Full-vocabulary log-prob row at ``position`` of a (Flat)Logprobs container."""
     row = torch.full((vocab,), float("-inf"), dtype=torch.float64)
@@ -130,7 +141,7 @@ class VllmLM:
 
         for c in contexts:
             self._check_context(c, 1)
-        sp = VSP(max_tokens=1, logprobs=-1, temperature=1.0, detokenize=False,
+        sp = _params(VSP, max_tokens=1, logprobs=-1, temperature=1.0, detokenize=False,
                  flat_logprobs=True, ignore_eos=True, extra_args=extra)
         outs = await asyncio.gather(*(self._final(c, sp) for c in contexts))
         if not outs:
@@ -149,7 +160,7 @@ class VllmLM:
         seeds = list(seeds) if seeds is not None else [None] * len(contexts)
 
         async def one(i: int) -> list[int]:
-            sp = VSP(max_tokens=max_tokens, seed=seeds[i], detokenize=False,
+            sp = _params(VSP, max_tokens=max_tokens, seed=seeds[i], detokenize=False,
                      ignore_eos=ignore_eos, extra_args=extra)
             return list((await self._final(contexts[i], sp)).outputs[0].token_ids)
 
@@ -187,7 +198,7 @@ class VllmLM:
         async def one(i: int) -> Block:
             ctx = contexts[i]
             cap = min(max_tokens, self.max_model_len - len(ctx))
-            sp = VSP(max_tokens=cap, seed=seeds[i], logprobs=0, flat_logprobs=True,
+            sp = _params(VSP, max_tokens=cap, seed=seeds[i], logprobs=0, flat_logprobs=True,
                      extra_args=extra, **self._sampler_fields(params, cap))
 
             async def on_delta(toks: list[int]) -> None:
@@ -210,7 +221,7 @@ class VllmLM:
         if not toks:
             return []
         full = (list(ctx) + toks)[: self.max_model_len - 1]  # room for vLLM's one output
-        sp = VSP(max_tokens=1, prompt_logprobs=0, detokenize=False, flat_logprobs=True)
+        sp = _params(VSP, max_tokens=1, prompt_logprobs=0, detokenize=False, flat_logprobs=True)
         out = await self._final(full, sp)
         lps = [_token_logprob(out.prompt_logprobs, p, full[p]) for p in range(len(ctx), len(full))]
         return lps + [float("nan")] * (len(toks) - len(lps))

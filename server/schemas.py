@@ -66,7 +66,7 @@ class _SamplingFields(_Request):
 
     model: str | None = None
     n: int = Field(1, ge=1)
-    temperature: float | None = Field(None, ge=0)
+    temperature: float | None = Field(None, ge=0, le=2)  # OpenAI's and vLLM's range
     top_p: float | None = Field(None, gt=0, le=1)
     top_k: int | None = Field(None, ge=-1)
     seed: int | None = None

@@ -166,3 +166,15 @@ async def test_cancellation_aborts(vllm_demo_engine, engine_models):
             break
         await asyncio.sleep(0.05)
     assert h.num_running() == 0
+
+
+def test_what_vllm_rejects_is_a_value_error():
+    """The adapter translates vLLM's client errors (a value out of its range) into
+    ValueError, which the server answers with 400 instead of 500."""
+    from vllm import SamplingParams as VSP
+
+    from engines.vllm_engine import _params
+
+    with pytest.raises(ValueError, match="temperature"):
+        _params(VSP, temperature=1e308)
+    assert _params(VSP, temperature=0.5).temperature == 0.5

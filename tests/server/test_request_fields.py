@@ -188,7 +188,8 @@ async def test_particle_methods_refuse_proposal_fields(vllm_server, method, fiel
     ("logit_bias", {"7": 150}), ("logit_bias", {"seven": 1}), ("logit_bias", {"999999": 1}),
     ("min_tokens", 9), ("repetition_penalty", 0), ("presence_penalty", -3),
     ("frequency_penalty", 2.5), ("min_p", 1.5), ("stop_token_ids", [-1]),
-    ("min_tokens", -1), ("prompt", [[5, 6], [99999]])])
+    ("min_tokens", -1), ("prompt", [[5, 6], [99999]]),
+    ("temperature", 2.5), ("temperature", 1.19e308)])  # found by bench/robustness.py: was 500
 async def test_bad_values_are_400_naming_the_field(vllm_server, field, value):
     url, _ = vllm_server
     body = {"prompt": PROMPT, "max_tokens": 8, field: value}
