@@ -267,11 +267,12 @@ class TorchValueModel:
         self.num_parameters = sum(p.numel() for p in self.model.parameters())
         self._prefix: PrefixKVCache | None = None
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"value-{self.name}")
-        if incremental and self.model.config.model_type == "llama":
-            from engines.lean_llama import LeanLlama
+        if incremental:
+            from engines.lean_llama import LeanLlama, is_supported
 
-            self._prefix = PrefixKVCache(LeanLlama(self.path, device=self.device),
-                                         max_entries=max_cached_contexts)
+            if is_supported(self.model.config.to_dict()):
+                self._prefix = PrefixKVCache(LeanLlama(self.path, device=self.device),
+                                             max_entries=max_cached_contexts)
 
     def metadata(self) -> dict[str, Any]:
         m = self.manifest

@@ -44,6 +44,7 @@ from decoders.protocols import EXTENDED_FIELDS, Block, Guidance, OnTokens, Sampl
 from engines.base import find_value_model
 from engines.guidance_state import CONFIG_KEY, guidance_extra_args
 from engines.hf_codec import HFCodec, read_hf_config
+from engines.lean_llama import is_supported
 from engines.value_model import TorchValueModel, check_value_model
 
 V1_PROCESSOR = "engines.vllm_guidance:TiltGuidanceLogitsProcessor"
@@ -87,8 +88,9 @@ def _token_logprob(flat: Any, position: int, token: int) -> float:
     return float(flat[position][token].logprob)
 
 
-def _is_llama(path: str | Path) -> bool:
-    return json.loads((Path(path) / "config.json").read_text()).get("model_type") == "llama"
+def _runs_natively(path: str | Path) -> bool:
+    """Whether the value model at ``path`` can run inside vLLM on ``LeanLlama``."""
+    return is_supported(json.loads((Path(path) / "config.json").read_text()))
 
 
 class VllmLM:
@@ -288,7 +290,7 @@ class VllmEngine:
         for vm_name, vm_path in (value_models or {}).items():
             check_value_model(vm_path, model_dir)
             vm = TorchValueModel(vm_path, model_dir, name=vm_name)
-            if _is_llama(vm_path):
+            if _runs_natively(vm_path):
                 vm.native_name = vm_name
                 native[vm_name] = str(Path(vm_path).resolve())
             self.value_models[vm_name] = vm
