@@ -319,3 +319,26 @@ class ModelCard(_Response):
 class ModelList(_Response):
     object: Literal["list"] = "list"
     data: list[ModelCard]
+
+
+class ErrorDetail(_Response):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(_Response):
+    """OpenAI's error body, for every 4xx/5xx answer (``server.http_errors``)."""
+
+    error: ErrorDetail
+
+
+_ERRORS = {400: "invalid request (the message and ``param`` name the field)",
+           401: "missing or wrong API key", 404: "unknown model, value model or reward",
+           413: "request body too large", 429: "queue full (Retry-After)",
+           500: "internal error", 502: "a reward service failed",
+           503: "shutting down or not ready", 504: "request time limit"}
+# The error answers a generation endpoint can give, declared in the OpenAPI schema.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse, "description": text} for status, text in _ERRORS.items()}

@@ -6,12 +6,12 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from server.schemas import CompletionRequest, CompletionResponse
+from server.schemas import ERROR_RESPONSES, CompletionRequest, CompletionResponse
 
 router = APIRouter()
 
 
 @router.post("/v1/completions", response_model=CompletionResponse,
-             responses={200: {"content": {"text/event-stream": {}}}})
+             responses={**ERROR_RESPONSES, 200: {"content": {"text/event-stream": {}}}})
 async def create_completion(body: CompletionRequest, request: Request) -> Any:
     return await request.app.state.serving.completions(body, request)
