@@ -76,21 +76,46 @@ def build_random_llama(out_dir: str | Path, tokenizer_dir: str | Path, *, hidden
 def build_random_value_model(out_dir: str | Path, base_dir: str | Path, *, hidden: int = 64,
                              layers: int = 1, heads: int = 1, intermediate: int = 128,
                              seed: int = 1, init: float = 0.1, beta: float | None = 1.0,
-                             atoms: list[float] | None = None, tied: bool = False) -> Path:
-    """A random Llama value model in the Tilt format for the base model at ``base_dir``."""
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+                             atoms: list[float] | None = None, tied: bool = False,
+                             arch: str = "llama") -> Path:
+    """A random value model in the Tilt format for the base model at ``base_dir``; ``arch``:
+    "llama" (default RoPE), "llama3" (Llama-3.x RoPE scaling), "qwen2" (qkv biases),
+    "qwen3" (q/k norms) or "mistral"."""
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoTokenizer,
+        LlamaConfig,
+        MistralConfig,
+        Qwen2Config,
+        Qwen3Config,
+    )
 
     from engines.value_model import save_value_model
 
     tok = AutoTokenizer.from_pretrained(base_dir)
     k = len(atoms) if atoms else 1
-    cfg = LlamaConfig(vocab_size=len(tok) * k, hidden_size=hidden, intermediate_size=intermediate,
-                      num_hidden_layers=layers, num_attention_heads=heads,
-                      num_key_value_heads=heads, head_dim=hidden // heads,
-                      max_position_embeddings=1024, initializer_range=init,
-                      tie_word_embeddings=tied and k == 1)
+    common = dict(vocab_size=len(tok) * k, hidden_size=hidden, intermediate_size=intermediate,
+                  num_hidden_layers=layers, num_attention_heads=heads,
+                  num_key_value_heads=heads, head_dim=hidden // heads,
+                  max_position_embeddings=1024, initializer_range=init,
+                  tie_word_embeddings=tied and k == 1)
+    llama3 = {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0,
+              "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+              "original_max_position_embeddings": 64}
+    configs = {"llama": lambda: LlamaConfig(**common),
+               "llama3": lambda: LlamaConfig(**common, rope_parameters=llama3),
+               "qwen2": lambda: Qwen2Config(**common),
+               "qwen3": lambda: Qwen3Config(**common),
+               "mistral": lambda: MistralConfig(**common, sliding_window=None)}
+    if arch not in configs:
+        raise ValueError(f"unknown arch {arch!r}; choose one of {sorted(configs)}")
     torch.manual_seed(seed)
-    model = LlamaForCausalLM(cfg)
+    model = AutoModelForCausalLM.from_config(configs[arch](), dtype=torch.float32)
+    if arch in ("qwen2", "qwen3"):  # biases / norms are zeros / ones at init: make them count
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if name.endswith("bias") or "q_norm" in name or "k_norm" in name:
+                    p.add_(init * torch.randn_like(p))
     if atoms is not None:
         beta = None
     return save_value_model(model, out_dir, base_dir=base_dir, reward="random", beta=beta,

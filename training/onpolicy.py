@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 
 from decoders.blocks import sample_tokens, step_kl
-from engines.lean_llama import LeanLlama
+from engines.lean_llama import LeanLlama, is_supported
 from training.rollouts import Rollout, score_rollouts
 
 
@@ -180,13 +180,14 @@ def state_baseline(logp: torch.Tensor, q: torch.Tensor, beta: float) -> torch.Te
 
 
 def base_stepper(model: str, lm):
-    """A KV-cached lean forward for a Llama base directory, else the engine's LanguageModel."""
+    """A KV-cached lean forward for a base directory of a supported architecture (Llama,
+    Qwen2/3, Mistral), else the engine's LanguageModel."""
     if not model.startswith("toy:"):
         from engines.hf_codec import read_hf_config
         from engines.loader import resolve_model_dir
 
         model_dir = resolve_model_dir(model)
-        if read_hf_config(model_dir)[1].get("model_type") == "llama":
+        if is_supported(read_hf_config(model_dir)[1]):
             return LeanStepper(LeanLlama(model_dir))
     return ProtocolStepper(lm)
 

@@ -23,6 +23,7 @@ from engines.loader import DEMO_BASE, REPO
 
 VALUE_MODEL_NAME = "test-vm"
 DIST_VALUE_MODEL_NAME = "test-vm-dist"  # distributional (atoms)
+ARCHS = ("llama3", "qwen2", "mistral")  # value-model architectures besides plain Llama
 
 
 def demo_base_dir() -> Path | None:
@@ -46,17 +47,22 @@ def engine_models(tmp_path_factory) -> SimpleNamespace:
                                   intermediate=128, init=0.05, beta=1.0)
     dist_vm = build_random_value_model(root / "dist-vm", base, hidden=64, layers=1, heads=1,
                                        intermediate=128, init=0.2, atoms=[-1.0, 0.0, 1.0])
+    # Value models of other architectures, served natively by the session's vLLM engine.
+    arch_vms = {f"test-vm-{arch}": build_random_value_model(
+        root / f"vm-{arch}", base, hidden=64, layers=1, heads=2, intermediate=128, init=0.05,
+        beta=1.0, seed=2, arch=arch) for arch in ARCHS}
     other_tok = build_tiny_tokenizer(root / "other-tok", vocab_size=320)
     other_base = build_random_llama(root / "other-base", other_tok, hidden=64, heads=1)
     other_vm = build_random_value_model(root / "other-vm", other_base, hidden=64, heads=1)
     return SimpleNamespace(base=Path(base), tiny_base=tiny, value_model=vm, other_vm=other_vm,
                            vm_name=VALUE_MODEL_NAME, dist_vm=dist_vm,
-                           dist_vm_name=DIST_VALUE_MODEL_NAME)
+                           dist_vm_name=DIST_VALUE_MODEL_NAME, arch_vms=arch_vms)
 
 
 def _value_models(engine_models) -> dict[str, str]:
     return {VALUE_MODEL_NAME: str(engine_models.value_model),
-            DIST_VALUE_MODEL_NAME: str(engine_models.dist_vm)}
+            DIST_VALUE_MODEL_NAME: str(engine_models.dist_vm),
+            **{k: str(v) for k, v in engine_models.arch_vms.items()}}
 
 
 @pytest_asyncio.fixture(scope="session")

@@ -178,3 +178,20 @@ def test_what_vllm_rejects_is_a_value_error():
     with pytest.raises(ValueError, match="temperature"):
         _params(VSP, temperature=1e308)
     assert _params(VSP, temperature=0.5).temperature == 0.5
+
+
+@pytest.mark.parametrize("arch", ["llama3", "qwen2", "mistral"])
+async def test_value_models_of_other_architectures_guide_exactly(vllm_demo_engine, engine_models,
+                                                                 arch):
+    """Llama-3 RoPE, Qwen2 and Mistral value models run natively inside vLLM (lean forward)
+    and give exactly log_softmax(l_ref + Q/beta), Q from transformers' own forward."""
+    h = vllm_demo_engine
+    name = f"test-vm-{arch}"
+    vm = h.value_models[name]
+    assert h.metadata()["value_models"][name]["native"] is True
+    ids = h.codec.encode("Knowledge is power and")
+    _, want = _independent_guided(engine_models.base, vm, ids, 0.5)
+    got = await h.lm.guided_logprobs([ids], Guidance(name, 0.5))
+    assert (got[0] - want).abs().max() < TOL
+    unguided = await h.lm.logprobs([ids])
+    assert (got[0] - unguided[0]).abs().max() > 10 * TOL  # the value model moved the row

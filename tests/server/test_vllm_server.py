@@ -160,3 +160,18 @@ async def test_hung_up_particle_request_aborts_all_its_engine_requests(vllm_serv
     assert service.handle.num_running() == 0
     assert await asyncio.to_thread(metric, url, "tilt:engine_requests_running") == 0
     assert await asyncio.to_thread(metric, url, "tilt:requests_aborted_total") == aborted + 1
+
+
+async def test_llama3_style_value_model_serves(vllm_server):
+    """A value model with Llama-3 RoPE scaling is listed and guides token and smc requests."""
+    url, _ = vllm_server
+    async with httpx.AsyncClient(timeout=120) as c:
+        models = (await c.get(url + "/v1/models")).json()["data"]
+        card = next(m for m in models if m["id"] == "test-vm-llama3")
+        assert card["kind"] == "value_model" and card["metadata"]["native"] is True
+        for guidance in ({"method": "token"}, {"method": "smc", "particles": 2}):
+            r = await c.post(url + "/v1/completions", json={
+                "prompt": PROMPT, "max_tokens": 4, "seed": 1,
+                "guidance": {**guidance, "value_model": "test-vm-llama3", "beta": 0.5}})
+            assert r.status_code == 200, r.text
+            assert r.json()["choices"][0]["tilt"]["value_model"] == "test-vm-llama3"
