@@ -19,8 +19,10 @@ Only imports common to both builds are used. What the adapter maps, and how:
   and ``Block.eos_base_logprob``. vLLM's other sampler fields (min_p, the three penalties,
   logit_bias, min_tokens, ignore_eos, stop strings and stop token ids; ``sampling_fields``)
   go to vLLM's ``SamplingParams`` as they are, so vLLM applies and stops on them.
-- Cancelling the awaiting task cancels the per-request consumers; ``AsyncLLM.generate``
-  aborts a request whose consumer is cancelled.
+- ``AsyncLLM`` lives on its own event loop and thread (``engines.engine_loop``): its output
+  handler's Python work (full-vocabulary rows) never runs on the server's loop.
+- Cancelling the awaiting task cancels the per-request consumers (across the two loops);
+  ``AsyncLLM.generate`` aborts a request whose consumer is cancelled.
 - Value model paths reach the engine-core process via
   ``additional_config["tilt_value_models"]``; requests naming an unknown value model or
   beta <= 0 raise ValueError here, before reaching the engine.
@@ -42,6 +44,7 @@ import torch
 
 from decoders.protocols import EXTENDED_FIELDS, Block, Guidance, OnTokens, SamplingParams
 from engines.base import find_value_model
+from engines.engine_loop import EngineLoop
 from engines.guidance_state import CONFIG_KEY, guidance_extra_args
 from engines.hf_codec import HFCodec, read_hf_config
 from engines.lean_llama import is_supported
@@ -99,15 +102,26 @@ class VllmLM:
     sampling_fields = frozenset(EXTENDED_FIELDS)  # applied natively by sample_blocks
 
     def __init__(self, engine: Any, vocab_size: int, eos_token_id: int, max_model_len: int,
-                 value_models: dict[str, Any]):
-        self.engine = engine
+                 value_models: dict[str, Any], loop: EngineLoop | None = None):
+        self.engine, self.loop = engine, loop
         self.vocab_size = vocab_size
         self.eos_token_id = eos_token_id
         self.max_model_len = max_model_len
         self.value_models = value_models
 
     async def _final(self, prompt: Sequence[int], sp: Any, on_delta=None) -> Any:
-        """Run one request to completion; ``on_delta(new_token_ids)`` is awaited as it streams."""
+        """Run one request to completion on the engine's loop; ``on_delta(new_token_ids)`` is
+        awaited on the caller's loop as it streams."""
+        if self.loop is None:
+            return await self._final_here(prompt, sp, on_delta)
+        caller = asyncio.get_running_loop()
+
+        async def delta_back(toks: list[int]) -> None:
+            await EngineLoop.back(on_delta(toks), caller)
+
+        return await self.loop.run(self._final_here(prompt, sp, delta_back if on_delta else None))
+
+    async def _final_here(self, prompt: Sequence[int], sp: Any, on_delta=None) -> Any:
         from vllm.inputs import TokensPrompt
 
         seen, final = 0, None
@@ -262,6 +276,7 @@ class VllmEngine:
 
     def __init__(self) -> None:  # use ``await VllmEngine.open(...)``
         self.engine: Any = None
+        self.loop: EngineLoop | None = None
 
     @classmethod
     async def open(cls, model: str | Path, value_models: dict[str, str] | None = None, *,
@@ -294,16 +309,30 @@ class VllmEngine:
                 vm.native_name = vm_name
                 native[vm_name] = str(Path(vm_path).resolve())
             self.value_models[vm_name] = vm
-        self.engine, vllm_config = self._start(model_dir, native, max_model_len=max_model_len,
-                                  max_num_seqs=max_num_seqs, kv_cache_gib=kv_cache_gib,
-                                  gpu_memory_utilization=gpu_memory_utilization,
-                                  enforce_eager=enforce_eager, dtype=dtype, seed=seed,
-                                  **engine_kwargs)
+        self.loop = EngineLoop("tilt-vllm")
+        # Created on the engine loop, so AsyncLLM's output handler runs there.
+        started = self.loop.call_soon(self._start, model_dir, native, max_model_len=max_model_len,
+                                      max_num_seqs=max_num_seqs, kv_cache_gib=kv_cache_gib,
+                                      gpu_memory_utilization=gpu_memory_utilization,
+                                      enforce_eager=enforce_eager, dtype=dtype, seed=seed,
+                                      **engine_kwargs)
+        try:
+            self.engine, vllm_config = await asyncio.shield(asyncio.wrap_future(started))
+        except asyncio.CancelledError:  # start-up interrupted: wait for it, then shut it down
+            try:
+                started.result()[0].shutdown()
+            except Exception:  # noqa: BLE001 - start-up itself failed: nothing to close
+                pass
+            self.loop.close()
+            raise
+        except BaseException:
+            self.loop.close()
+            raise
         self.max_model_len = int(vllm_config.model_config.max_model_len)
         self.max_num_seqs = int(vllm_config.scheduler_config.max_num_seqs)  # admission
         self.max_tokens_cap = max_tokens_cap or self.max_model_len
         self.lm = VllmLM(self.engine, vocab, self.codec.eos_token_id, self.max_model_len,
-                         self.value_models)
+                         self.value_models, self.loop)
         self.num_parameters = _count_parameters(model_dir)
         if warmup:
             await self.warmup()
@@ -360,9 +389,11 @@ class VllmEngine:
         """Shut the engine core down (its processes exit before this returns)."""
         engine, self.engine, self.lm.engine = self.engine, None, None
         if engine is not None:
-            engine.shutdown()
+            self.loop.call(engine.shutdown)  # on its own loop (its output handler is there)
             del engine
             gc.collect()
+        if getattr(self, "loop", None) is not None:
+            self.loop.close()
 
 
 def _count_parameters(model_dir: Path) -> int:
