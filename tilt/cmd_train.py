@@ -4,7 +4,7 @@
     tilt train --config bench/train_demo.yaml            # YAML config, CLI flags override it
     torchrun --nproc_per_node=2 -m tilt.cli train --config ...   # DDP (gloo on CPU)
 
-A bad config, model or reward exits with code 2 and a one-line message. SIGTERM/SIGINT close
+A bad config, model or reward, or ``--device cuda`` without CUDA, exits with code 2 and a one-line message. SIGTERM/SIGINT close
 the engine and exit with 128 + the signal (``tilt.runner``); a second one forces the exit.
 """
 
@@ -56,6 +56,8 @@ def train(
     heads: int | None = typer.Option(None, help="value-model attention heads"),
     intermediate: int | None = typer.Option(None, help="value-model MLP width"),
     threads: int | None = typer.Option(None, help="torch CPU threads (0 = torch default)"),
+    device: str | None = typer.Option(None, help="auto (cuda if available) | cpu | cuda | cuda:N; "
+                                      "CUDA trains under bf16 autocast"),
     resume: bool = typer.Option(False, "--resume", help="reuse rollouts and continue from the checkpoint"),
     stop_after: int | None = typer.Option(None, help="checkpoint and stop at this step (resume later)"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
@@ -73,6 +75,7 @@ def train(
         "branches": branches, "branch_from": branch_from, "steps": steps, "batch_size": batch_size, "lr": lr,
         "eval_every": eval_every, "ckpt_every": ckpt_every, "seed": seed, "hidden": hidden,
         "layers": layers, "heads": heads, "intermediate": intermediate, "threads": threads,
+        "device": device,
     }.items() if v is not None}
     try:
         cfg = load_config(config, overrides)

@@ -1,7 +1,9 @@
 """Minibatches of a ``TrainSet`` and their losses (objectives soft_q and iw_fkl).
 
 A batch is a set of paths with all their entries: one teacher-forced forward of the value
-model over the paths gives Q_theta at every entry's state (``training.value_net``).
+model over the paths gives Q_theta at every entry's state (``training.value_net``). Batches
+are drawn on the CPU and moved to the value model's device in ``batch_loss`` (bf16 autocast on
+CUDA, ``training.loop.autocast``).
 """
 
 from __future__ import annotations
@@ -12,16 +14,17 @@ import torch
 
 from training import objectives, value_net
 from training.config import TrainConfig
-from training.loop import Order
+from training.loop import Order, autocast
 from training.targets import TrainSet
 
 
 class BaseRows:
     """log pi_ref(. | path[:j]) for training entries (iw_fkl): precomputed through the engine
-    protocol for small vocabularies (toys), else a teacher-forced transformers forward of the base."""
+    protocol for small vocabularies (toys), else a teacher-forced transformers forward of the base
+    (fp32 on ``device``, outside autocast). Rows come back on the device of ``rows``."""
 
-    def __init__(self, handle: Any, cfg: TrainConfig):
-        self.handle, self.cfg = handle, cfg
+    def __init__(self, handle: Any, cfg: TrainConfig, device: str | torch.device = "cpu"):
+        self.handle, self.cfg, self.device = handle, cfg, torch.device(device)
         self.table: dict[tuple[int, ...], torch.Tensor] | None = None
         self.hf = None
 
@@ -37,16 +40,18 @@ class BaseRows:
             from engines.loader import resolve_model_dir
 
             self.hf = AutoModelForCausalLM.from_pretrained(
-                resolve_model_dir(self.cfg.model), dtype=torch.float32).eval()
+                resolve_model_dir(self.cfg.model), dtype=torch.float32).to(self.device).eval()
 
     @torch.no_grad()
     def rows(self, paths: list[list[int]], rows: torch.Tensor, js: torch.Tensor) -> torch.Tensor:
         if self.table is not None:
             return torch.stack([self.table[tuple(paths[r][:j])] for r, j in
-                                zip(rows.tolist(), js.tolist(), strict=True)]).float()
+                                zip(rows.tolist(), js.tolist(), strict=True)]).float().to(rows.device)
         ids, _ = value_net.pad_paths(paths)
-        logits = self.hf(input_ids=ids, use_cache=False).logits[rows, js - 1]
-        return torch.log_softmax(logits.float(), dim=-1)
+        at = rows.to(self.device), js.to(self.device)
+        with torch.autocast(device_type=self.device.type, enabled=False):
+            logits = self.hf(input_ids=ids.to(self.device), use_cache=False).logits[at[0], at[1] - 1]
+        return torch.log_softmax(logits.float(), dim=-1).to(rows.device)
 
 
 class Batches:
@@ -82,7 +87,15 @@ class Batches:
 
 
 def batch_loss(model, batch, cfg: TrainConfig, base: BaseRows | None) -> torch.Tensor:
-    paths, rows, js, actions, targets, weights = batch
+    """The objective's loss of a batch, on the model's device (bf16 autocast on CUDA)."""
+    dev = value_net.model_device(model)
+    paths, *tensors = batch
+    with autocast(dev):
+        return _batch_loss(model, paths, *(t.to(dev) for t in tensors), cfg=cfg, base=base)
+
+
+def _batch_loss(model, paths, rows, js, actions, targets, weights, *, cfg: TrainConfig,
+                base: BaseRows | None) -> torch.Tensor:
     if cfg.objective == "soft_q" and not isinstance(model, torch.nn.parallel.DistributedDataParallel):
         # soft-Q regression reads one action per entry: skip the full-vocabulary head
         q_sa = value_net.q_sa_at(model, paths, rows, js, actions)
@@ -95,7 +108,7 @@ def batch_loss(model, batch, cfg: TrainConfig, base: BaseRows | None) -> torch.T
     if cfg.objective == "soft_q":
         return soft_q(q[inv, actions], targets, weights, cfg)
     # iw_fkl: -sum_e w_e log pi_theta(a_e|s_e) = -sum_{s,a} W(s,a) log pi_theta(a|s), grouped by s
-    w_sa = torch.zeros(len(uniq), q.shape[1], dtype=q.dtype)
+    w_sa = torch.zeros(len(uniq), q.shape[1], dtype=q.dtype, device=q.device)
     w_sa.index_put_((inv, actions), weights.to(q.dtype), accumulate=True)
     logp = objectives.guided_logprobs(base.rows(paths, uniq[:, 0], uniq[:, 1]), q, cfg.beta)
     return -(w_sa * logp).sum() / w_sa.sum().clamp_min(1e-12)

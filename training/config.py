@@ -8,11 +8,12 @@ it into exit code 2).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class ConfigError(ValueError):
@@ -64,6 +65,9 @@ class TrainConfig(BaseModel):
     eval_every, ckpt_every    periodic evaluation / checkpoint (steps)
     hidden, layers, heads, intermediate, tie_embeddings   value-model architecture (Llama;
                               head_dim = hidden / heads must be 64 for vLLM's CPU attention)
+    device                    where the value model is optimised: auto (cuda when available,
+                              else cpu), cpu, cuda or cuda:N (``training.loop.resolve_device``;
+                              on CUDA the forward and loss run under bf16 autocast, fp32 weights)
     """
 
     model_config = ConfigDict(extra="forbid", strict=True)  # strict: no "3" for 3, no 1.0 for an int
@@ -104,7 +108,15 @@ class TrainConfig(BaseModel):
     val_fraction: float = Field(0.1, ge=0, lt=1)
     temperature: float = Field(1.0, gt=0)
     threads: int = 1
+    device: str = "auto"
     engine_options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if not re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", v):
+            raise ValueError(f"device must be auto, cpu, cuda or cuda:N (--device), got {v!r}")
+        return v
 
     @model_validator(mode="after")
     def _combinations(self) -> TrainConfig:
@@ -182,7 +194,7 @@ def _message(exc: ValidationError) -> str:
             parts.append(f"{key} must be {allowed}, got {got!r}")
         elif kind in _KINDS:
             parts.append(f"{key} must be {_KINDS[kind]}, got {got!r}")
-        elif kind == "value_error" and not key:
+        elif kind == "value_error":   # a validator's own message names its key(s)
             parts.append(str(e["ctx"]["error"]))
         else:
             parts.append(f"{key}: {e['msg']}")

@@ -19,11 +19,11 @@ EXACT_MAX_SEQUENCES = 200_000  # toy evaluation enumerates when the space is at 
 
 
 def model_q_fn(model):
-    """contexts -> Q_theta(context, .) at the last position (float64 [B, V])."""
+    """contexts -> Q_theta(context, .) at the last position (float64 [B, V], on the CPU)."""
     def q_fn(contexts: list[list[int]]) -> torch.Tensor:
         js = torch.tensor([len(c) for c in contexts])
         with torch.no_grad():
-            return value_net.q_at(model, contexts, torch.arange(len(contexts)), js).double()
+            return value_net.q_at(model, contexts, torch.arange(len(contexts)), js).double().cpu()
     return q_fn
 
 

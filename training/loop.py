@@ -12,6 +12,13 @@ metrics.jsonl (one evaluation a line), summary.json.
 Data parallel: under ``torchrun --nproc_per_node=K`` (env WORLD_SIZE > 1) a gloo process group
 (``distributed``); the model is wrapped in DistributedDataParallel; rank 0 evaluates,
 checkpoints and saves.
+
+Device (``cfg.device``, ``resolve_device``): the value model, its optimiser state and every
+training batch live there; rollouts and their targets stay on CPU (batches are moved per step,
+``training.batches``). On CUDA the forward and loss run under bf16 autocast (``autocast``) with
+fp32 master weights; checkpoints load onto the CPU first and saved value models are fp32 on
+CPU. Under DDP ``cuda`` means each rank's ``cuda:LOCAL_RANK`` (the process group stays gloo,
+which all-reduces CUDA tensors too).
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ import math
 import os
 import random
 from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +38,7 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from training import value_net
-from training.config import TrainConfig
+from training.config import ConfigError, TrainConfig
 
 CHECKPOINT, METRICS, SUMMARY = "checkpoint.pt", "metrics.jsonl", "summary.json"
 
@@ -71,7 +78,38 @@ def barrier() -> None:
 
 def data_parallel(model: torch.nn.Module) -> torch.nn.Module:
     """The module the loss is computed through: DDP (gradients averaged over ranks) or the model."""
-    return torch.nn.parallel.DistributedDataParallel(model) if world()[1] > 1 else model
+    if world()[1] == 1:
+        return model
+    dev = value_net.model_device(model)
+    return torch.nn.parallel.DistributedDataParallel(
+        model, device_ids=[dev] if dev.type == "cuda" else None)
+
+
+# ---- device ---------------------------------------------------------------------------------
+def resolve_device(name: str) -> torch.device:
+    """``cfg.device`` as a torch device: auto -> cuda if available else cpu; cuda -> cuda:0, or
+    cuda:LOCAL_RANK under DDP. CUDA asked for but absent (or N out of range) -> ConfigError."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cpu":
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise ConfigError(f"--device {name}: no CUDA device is available "
+                          "(torch.cuda.is_available() is False); use --device cpu or auto")
+    if name == "cuda":
+        name = f"cuda:{int(os.environ.get('LOCAL_RANK', '0')) if world()[1] > 1 else 0}"
+    dev = torch.device(name)
+    if dev.index >= torch.cuda.device_count():
+        raise ConfigError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s)")
+    torch.cuda.set_device(dev)
+    return dev
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA (fp32 weights; bf16 needs no GradScaler); nothing on CPU."""
+    if device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return nullcontext()
 
 
 # ---- optimisation ---------------------------------------------------------------------------
@@ -130,7 +168,7 @@ def save_checkpoint(path: Path, model, opt, sched, step: int, order: Order, cfg:
 
 def load_checkpoint(path: Path, model, opt, sched, order: Order) -> int:
     """Restore a checkpoint into the run's objects; returns its step."""
-    ck = torch.load(path, weights_only=False)
+    ck = torch.load(path, map_location="cpu", weights_only=False)  # load_state_dict moves it
     model.load_state_dict(ck["model"])
     opt.load_state_dict(ck["opt"])
     sched.load_state_dict(ck["sched"])
@@ -142,8 +180,8 @@ def load_checkpoint(path: Path, model, opt, sched, order: Order) -> int:
 
 def save_result(model, cfg: TrainConfig, vocab: int, summary: Record, out: Path, work: Path) -> None:
     """Write the trained value model to ``out`` (its manifest records ``summary``) and the
-    summary to ``work/summary.json``."""
-    model.eval()
+    summary to ``work/summary.json``. The model moves to the CPU (fp32) first."""
+    model.to(device="cpu", dtype=torch.float32).eval()
     value_net.save(model, out, base=cfg.model, vocab_size=vocab, reward=cfg.reward, beta=cfg.beta,
                    training=summary)
     (work / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")

@@ -84,9 +84,11 @@ def build_set(cfg: TrainConfig, prompt_ids: list[list[int]], rollouts: list[Roll
 
 async def train(cfg: TrainConfig, handle: Any, reward: Any, prompt_ids: list[list[int]],
                 start: torch.nn.Module | None, out: Path, work: Path, *, resume: bool, show: bool,
-                stop_after: int | None) -> dict[str, Any]:
-    """Rollouts, targets, then ``loop.train_steps``; returns the summary on rank 0."""
+                stop_after: int | None, device: torch.device | None = None) -> dict[str, Any]:
+    """Rollouts, targets, then ``loop.train_steps`` on ``device`` (default: ``cfg.device``
+    resolved); returns the summary on rank 0."""
     rank, size = loop.world()
+    device = device if device is not None else loop.resolve_device(cfg.device)
     eos, vocab = handle.lm.eos_token_id, handle.lm.vocab_size
     t0 = time.time()
     rollouts = await get_rollouts(cfg, handle, reward, prompt_ids, work, resume, show, start)
@@ -95,10 +97,10 @@ async def train(cfg: TrainConfig, handle: Any, reward: Any, prompt_ids: list[lis
     train_set, val_set = full.split(cfg.val_fraction, cfg.seed)
     base = None
     if cfg.objective == "iw_fkl":
-        base = BaseRows(handle, cfg)
+        base = BaseRows(handle, cfg, device)
         await base.prepare(full)
-    model = start if start is not None else value_net.initial_model(
-        cfg, vocab, max(64, max(len(p) for p in full.paths) + 1))
+    model = (start if start is not None else value_net.initial_model(
+        cfg, vocab, max(64, max(len(p) for p in full.paths) + 1))).to(device)
     net = loop.data_parallel(model)
     batches = Batches(train_set, cfg.batch_size, cfg.seed * 7919 + rank)
     val_batches = Batches(val_set, cfg.batch_size, 0) if len(val_set.paths) else None
@@ -126,7 +128,7 @@ async def train(cfg: TrainConfig, handle: Any, reward: Any, prompt_ids: list[lis
     def summary() -> dict[str, Any]:
         return {
             "objective": cfg.objective, "q_loss": cfg.q_loss, "beta": cfg.beta, "steps": step_at,
-            "world_size": size,
+            "world_size": size, "device": str(device),
             **({"init_from": cfg.init_from, "init_scale": cfg.init_scale} if cfg.init_from else {}),
             **({"rollout_policy": "guided", "guide_beta": cfg.guide_beta or cfg.beta}
                if cfg.rollout_policy == "guided" else {}),

@@ -59,23 +59,28 @@ def episode_loss(net: torch.nn.Module, ep: onpolicy.Episodes, rewards: torch.Ten
                  baseline: str = "loo") -> tuple[torch.Tensor, dict[str, float]]:
     """``objectives.reverse_kl_loss`` over every decision of the episodes, with advantages
     G - b (b: the leave-one-out mean, or the value model's state baseline); also (mean reward,
-    mean KL to the base, R - beta KL)."""
-    rows, ts, js, acts = onpolicy.episode_steps(ep)
+    mean KL to the base, R - beta KL). Computed on ``net``'s device (episodes are on the CPU;
+    bf16 autocast on CUDA)."""
+    dev = value_net.model_device(net)
+    steps = onpolicy.episode_steps(ep)
+    base = ep.base_logp[steps[0], steps[1]].to(dev)
+    rows, ts, js, acts = (x.to(dev) for x in steps)
     acts = torch.where(acts < 0, eos, acts)
+    rewards = rewards.to(dev)
     paths = [p + t for p, t in zip(ep.prompts, ep.tokens, strict=True)]
-    q = value_net.q_at(net, paths, rows, js)
-    base = ep.base_logp[rows, ts]
-    with torch.no_grad():
-        logp = objectives.guided_logprobs(base, q, beta)
-        kl_e = step_kl(logp, base)
-    kl = torch.zeros(len(paths), ep.base_logp.shape[1], dtype=kl_e.dtype)
-    kl[rows, ts] = kl_e
-    if baseline == "value":
-        adv = (onpolicy.rewards_to_go(kl, rewards, beta)[rows, ts]
-               - onpolicy.state_baseline(logp, q.detach(), beta))
-    else:
-        adv = onpolicy.rloo_advantages(kl, rewards, beta, group)[rows, ts]
-    loss, _ = objectives.reverse_kl_loss(base, q, acts, adv, beta, len(paths))
+    with loop.autocast(dev):
+        q = value_net.q_at(net, paths, rows, js)
+        with torch.no_grad():
+            logp = objectives.guided_logprobs(base, q, beta)
+            kl_e = step_kl(logp, base)
+        kl = torch.zeros(len(paths), ep.base_logp.shape[1], dtype=kl_e.dtype, device=dev)
+        kl[rows, ts] = kl_e
+        if baseline == "value":
+            adv = (onpolicy.rewards_to_go(kl, rewards, beta)[rows, ts]
+                   - onpolicy.state_baseline(logp, q.detach(), beta))
+        else:
+            adv = onpolicy.rloo_advantages(kl, rewards, beta, group)[rows, ts]
+        loss, _ = objectives.reverse_kl_loss(base, q, acts, adv, beta, len(paths))
     return loss, stats(rewards, kl.sum(1), beta)
 
 
@@ -111,12 +116,14 @@ async def held_out_stats(model, base, reward, prompts: list[list[int]], cfg: Tra
 
 async def train(cfg: TrainConfig, handle: Any, reward: Any, prompt_ids: list[list[int]],
                 start: torch.nn.Module | None, out: Path, work: Path, *, resume: bool, show: bool,
-                stop_after: int | None) -> dict[str, Any]:
-    """On-policy steps through ``loop.train_steps``; returns the summary on rank 0."""
+                stop_after: int | None, device: torch.device | None = None) -> dict[str, Any]:
+    """On-policy steps through ``loop.train_steps`` on ``device`` (default: ``cfg.device``
+    resolved; episodes are sampled on the CPU); returns the summary on rank 0."""
     rank, size = loop.world()
+    device = device if device is not None else loop.resolve_device(cfg.device)
     eos, vocab = handle.lm.eos_token_id, handle.lm.vocab_size
-    model = start if start is not None else value_net.initial_model(
-        cfg, vocab, max(64, max(len(p) for p in prompt_ids) + cfg.max_tokens + 1))
+    model = (start if start is not None else value_net.initial_model(
+        cfg, vocab, max(64, max(len(p) for p in prompt_ids) + cfg.max_tokens + 1))).to(device)
     exact = exact_evaluator(cfg, handle, reward, prompt_ids)
     n_val = 0 if len(prompt_ids) == 1 else max(1, int(len(prompt_ids) * cfg.val_fraction))
     train_prompts = prompt_ids[:len(prompt_ids) - n_val] if n_val else prompt_ids
@@ -148,6 +155,7 @@ async def train(cfg: TrainConfig, handle: Any, reward: Any, prompt_ids: list[lis
 
     def summary() -> dict[str, Any]:
         return {"objective": cfg.objective, "beta": cfg.beta, "steps": step_at, "world_size": size,
+                "device": str(device),
                 "episodes": step_at * cfg.batch_size * size, "group": cfg.group,
                 "baseline": cfg.baseline, "lr": cfg.lr, "init_from": cfg.init_from,
                 "init_scale": cfg.init_scale, "prompts": len(prompt_ids),

@@ -5,7 +5,8 @@
                                          reverse_kl       training.reverse_kl (on-policy episodes)
                -> value model in the engines' format at ``cfg.out`` (training.loop.save_result)
 
-Both loops run on ``training.loop.train_steps`` (schedule, checkpoints, metrics, data parallel).
+Both loops run on ``training.loop.train_steps`` (schedule, checkpoints, metrics, data parallel)
+on ``cfg.device`` (``training.loop.resolve_device``; bf16 autocast on CUDA).
 
 Files under ``cfg.out``: the value model (config.json, model.safetensors, tilt.json, tokenizer
 files) and ``train/``: rollouts.pt (offline objectives; reused on --resume), checkpoint.pt,
@@ -67,6 +68,7 @@ async def train_async(cfg: TrainConfig, *, resume: bool = False, progress: bool 
 
             hf_logging.disable_progress_bar()
         loop.seed_everything(cfg.seed + rank)
+        device = loop.resolve_device(cfg.device)   # CUDA asked for but absent: exit 2 at once
         handle, reward = await open_model_and_reward(cfg)
         try:
             prompt_ids = encode_prompts(handle, cfg.load_prompts())
@@ -79,7 +81,7 @@ async def train_async(cfg: TrainConfig, *, resume: bool = False, progress: bool 
             objective = reverse_kl if cfg.objective == "reverse_kl" else offline
             return await objective.train(cfg, handle, reward, prompt_ids, start, out, work,
                                          resume=resume, show=progress and rank == 0,
-                                         stop_after=stop_after)
+                                         stop_after=stop_after, device=device)
         finally:
             await handle.aclose()
 

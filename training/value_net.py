@@ -93,6 +93,16 @@ def num_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
 
 
+def model_device(model: torch.nn.Module) -> torch.device:
+    """The device of ``model``'s parameters (cpu when it has none)."""
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
+
+
+def _at_least_fp32(x: torch.Tensor) -> torch.Tensor:
+    """bf16 outputs of an autocast forward as fp32 (losses are computed in fp32)."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 def pad_paths(paths: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-padded ids [B, L] and lengths [B] (causal attention: pads never reach earlier positions)."""
     lengths = torch.tensor([len(p) for p in paths])
@@ -104,10 +114,12 @@ def pad_paths(paths: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tenso
 
 def q_at(model: torch.nn.Module, paths: Sequence[Sequence[int]], rows: torch.Tensor,
          js: torch.Tensor) -> torch.Tensor:
-    """Q_theta(path[:j], .) for entries (row, j): one forward over the batch paths, [E, V]."""
+    """Q_theta(path[:j], .) for entries (row, j): one forward over the batch paths, [E, V]
+    (on the model's device; fp32 at least, also under autocast)."""
+    dev = model_device(model)
     ids, _ = pad_paths(paths)
-    logits = model(input_ids=ids, use_cache=False).logits
-    return logits[rows, js - 1]
+    logits = model(input_ids=ids.to(dev), use_cache=False).logits
+    return _at_least_fp32(logits[rows.to(dev), js.to(dev) - 1])
 
 
 def q_sa_at(model: torch.nn.Module, paths: Sequence[Sequence[int]], rows: torch.Tensor,
@@ -115,9 +127,11 @@ def q_sa_at(model: torch.nn.Module, paths: Sequence[Sequence[int]], rows: torch.
     """Q_theta(path[:j], a) for entries (row, j, a) only, [E]: the output head is applied to the
     entries' actions instead of the whole vocabulary (h_j · w_a, the same number as
     ``q_at(...)[e, a]`` at a fraction of the cost: soft-Q regression reads one action per entry)."""
+    dev = model_device(model)
     ids, _ = pad_paths(paths)
-    hidden = model.model(input_ids=ids, use_cache=False).last_hidden_state[rows, js - 1]
-    return (hidden * model.lm_head.weight[actions]).sum(-1)
+    hidden = model.model(input_ids=ids.to(dev), use_cache=False).last_hidden_state
+    hidden = _at_least_fp32(hidden[rows.to(dev), js.to(dev) - 1])
+    return (hidden * model.lm_head.weight[actions.to(dev)]).sum(-1)
 
 
 def toy_fingerprint(vocab_size: int) -> str:

@@ -18,6 +18,9 @@ from training.config import ConfigError, TrainConfig, load_config
     ({"q_loss": "l1"}, "q_loss must be mse or exp, got 'l1'"),
     ({"prompts": ["<0>", 1]}, "prompts[1] must be a string, got 1"),
     ({"hidden": 30, "heads": 4}, "hidden (30) must be divisible by heads (4)"),
+    ({"device": "tpu"}, "device must be auto, cpu, cuda or cuda:N (--device), got 'tpu'"),
+    ({"device": "cuda:x"}, "device must be auto, cpu, cuda or cuda:N (--device), got 'cuda:x'"),
+    ({"device": 0}, "device must be a string, got 0"),
 ])
 def test_bad_values_raise_one_line_naming_the_key(overrides, message):
     with pytest.raises(ConfigError) as err:
@@ -33,3 +36,20 @@ def test_yaml_numbers_take_the_declared_type(tmp_path):
     assert cfg.steps == 10 and cfg.lr == 0.01 and cfg.seed == 0
     assert cfg.to_dict() == {**TrainConfig().to_dict(), "beta": 1.0, "weight_decay": 0.0,
                              "steps": 10, "lr": 0.01, "prompts": ["<0>"]}
+
+
+@pytest.mark.parametrize("device", ["auto", "cpu", "cuda", "cuda:1"])
+def test_device_names_validate(device):
+    assert load_config(None, {"device": device}).device == device
+
+
+def test_device_resolves_to_cpu_or_fails_naming_the_flag_without_cuda(monkeypatch):
+    import torch
+
+    from training.loop import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu") == resolve_device("cpu")
+    for name in ("cuda", "cuda:0"):
+        with pytest.raises(ConfigError, match=f"--device {name}: no CUDA device"):
+            resolve_device(name)

@@ -39,12 +39,36 @@ def run(args):
     (["--reward", "toy:seed=0", "--rollout-policy", "guided"], "rollout_policy guided needs init_from"),
     (["--reward", "toy:seed=0", "--init-from", "/no/such/value-model"], "cannot start from"),
     (["--reward", "toy:seed=0", "--init-from", "tilt/assets/demo-value"], "cannot start from"),
+    (["--reward", "toy:seed=0", "--device", "tpu"], "device must be auto, cpu, cuda or cuda:N"),
 ])
 def test_train_bad_input_exits_2(tmp_path, args, message):
     res = run(["train", *TOY, "--out", str(tmp_path / "out"), *args])
     assert res.exit_code == 2, res.output
     assert message in res.output
     assert not (tmp_path / "out").exists()   # nothing half-written
+
+
+def test_train_on_cpu_records_the_device_in_the_manifest(tmp_path):
+    out = tmp_path / "out"
+    res = run(["train", *TOY, "--reward", "toy:seed=0", "--device", "cpu", "--rollouts", "200",
+               "--steps", "3", "--eval-every", "3", "--batch-size", "16", "--hidden", "16",
+               "--heads", "1", "--layers", "1", "--intermediate", "32", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    manifest = json.loads((out / "tilt.json").read_text())
+    assert manifest["training"]["device"] == "cpu" and manifest["training"]["steps"] == 3
+
+
+@pytest.mark.parametrize("device", ["cuda", "cuda:0"])
+def test_train_device_cuda_without_cuda_exits_2(tmp_path, monkeypatch, device):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)   # also on a GPU machine
+    res = run(["train", *TOY, "--reward", "toy:seed=0", "--device", device,
+               "--out", str(tmp_path / "out")])
+    assert res.exit_code == 2, res.output
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and "--device" in lines[0] and "no CUDA device" in lines[0]
+    assert not (tmp_path / "out").exists()
 
 
 def test_train_bad_yaml_exits_2(tmp_path):
