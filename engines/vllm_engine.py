@@ -49,46 +49,11 @@ from engines.guidance_state import CONFIG_KEY, guidance_extra_args
 from engines.hf_codec import HFCodec, read_hf_config
 from engines.lean_llama import is_supported
 from engines.value_model import TorchValueModel, check_value_model
+from engines.vllm_rows import row_from_flat, sampling_params, token_logprob
 
 V1_PROCESSOR = "engines.vllm_guidance:TiltGuidanceLogitsProcessor"
 V2_PROCESSOR = "engines.vllm_guidance_mrv2:TiltGuidanceLogitsProcessorV2"
 _ids = itertools.count()
-
-
-def _params(cls: Any, **kw: Any) -> Any:
-    """vLLM ``SamplingParams(**kw)``; what vLLM rejects as the client's error (a value out of
-    its range) is a ValueError, which the server answers with 400."""
-    from vllm.exceptions import VLLMClientError
-
-    try:
-        return cls(**kw)
-    except VLLMClientError as exc:
-        raise ValueError(f"vLLM rejected the sampling parameters: {exc}") from exc
-
-
-def _row_from_flat(flat: Any, position: int, vocab: int) -> torch.Tensor:
-    """Full-vocabulary log-prob row at ``position`` of a (Flat)Logprobs container."""
-    row = torch.full((vocab,), float("-inf"), dtype=torch.float64)
-    if hasattr(flat, "start_indices"):
-        s, e = flat.start_indices[position], flat.end_indices[position]
-        row[torch.tensor(flat.token_ids[s:e])] = torch.tensor(flat.logprobs[s:e],
-                                                              dtype=torch.float64)
-    else:
-        d = flat[position]
-        row[torch.tensor(list(d.keys()))] = torch.tensor([lp.logprob for lp in d.values()],
-                                                         dtype=torch.float64)
-    return row
-
-
-def _token_logprob(flat: Any, position: int, token: int) -> float:
-    """log-prob of ``token`` at ``position`` of a (Flat)Logprobs container."""
-    if hasattr(flat, "start_indices"):
-        s, e = flat.start_indices[position], flat.end_indices[position]
-        for t, lp in zip(flat.token_ids[s:e], flat.logprobs[s:e], strict=True):
-            if t == token:
-                return float(lp)
-        raise KeyError(f"token {token} missing from logprobs at position {position}")
-    return float(flat[position][token].logprob)
 
 
 def _runs_natively(path: str | Path) -> bool:
@@ -157,14 +122,14 @@ class VllmLM:
 
         for c in contexts:
             self._check_context(c, 1)
-        sp = _params(VSP, max_tokens=1, logprobs=-1, temperature=1.0, detokenize=False,
-                 flat_logprobs=True, ignore_eos=True, extra_args=extra)
+        sp = sampling_params(VSP, max_tokens=1, logprobs=-1, temperature=1.0, detokenize=False,
+                             flat_logprobs=True, ignore_eos=True, extra_args=extra)
         outs = await asyncio.gather(*(self._final(c, sp) for c in contexts))
         if not outs:
             return torch.empty(0, self.vocab_size, dtype=torch.float64)
         # Full-vocabulary rows are built off the event loop (milliseconds each for 49k ids).
         return await asyncio.to_thread(lambda: torch.stack(
-            [_row_from_flat(o.outputs[0].logprobs, 0, self.vocab_size) for o in outs]))
+            [row_from_flat(o.outputs[0].logprobs, 0, self.vocab_size) for o in outs]))
 
     async def decode(self, contexts: Sequence[Sequence[int]], max_tokens: int,
                      guidance: Guidance | None = None, ignore_eos: bool = True,
@@ -176,8 +141,8 @@ class VllmLM:
         seeds = list(seeds) if seeds is not None else [None] * len(contexts)
 
         async def one(i: int) -> list[int]:
-            sp = _params(VSP, max_tokens=max_tokens, seed=seeds[i], detokenize=False,
-                     ignore_eos=ignore_eos, extra_args=extra)
+            sp = sampling_params(VSP, max_tokens=max_tokens, seed=seeds[i], detokenize=False,
+                                 ignore_eos=ignore_eos, extra_args=extra)
             return list((await self._final(contexts[i], sp)).outputs[0].token_ids)
 
         return list(await asyncio.gather(*(one(i) for i in range(len(contexts)))))
@@ -214,8 +179,9 @@ class VllmLM:
         async def one(i: int) -> Block:
             ctx = contexts[i]
             cap = min(max_tokens, self.max_model_len - len(ctx))
-            sp = _params(VSP, max_tokens=cap, seed=seeds[i], logprobs=0, flat_logprobs=True,
-                     extra_args=extra, **self._sampler_fields(params, cap))
+            sp = sampling_params(VSP, max_tokens=cap, seed=seeds[i], logprobs=0,
+                                 flat_logprobs=True, extra_args=extra,
+                                 **self._sampler_fields(params, cap))
 
             async def on_delta(toks: list[int]) -> None:
                 toks = [t for t in toks if t != eos]
@@ -224,7 +190,7 @@ class VllmLM:
 
             out = (await self._final(ctx, sp, on_delta if on_tokens else None)).outputs[0]
             toks = list(out.token_ids)
-            prop = [_token_logprob(out.logprobs, j, t) for j, t in enumerate(toks)]
+            prop = [token_logprob(out.logprobs, j, t) for j, t in enumerate(toks)]
             base = await self._base_logprobs(ctx, toks) if shaped else list(prop)
             return self._block(toks, prop, base, eos)
 
@@ -237,9 +203,10 @@ class VllmLM:
         if not toks:
             return []
         full = (list(ctx) + toks)[: self.max_model_len - 1]  # room for vLLM's one output
-        sp = _params(VSP, max_tokens=1, prompt_logprobs=0, detokenize=False, flat_logprobs=True)
+        sp = sampling_params(VSP, max_tokens=1, prompt_logprobs=0, detokenize=False,
+                             flat_logprobs=True)
         out = await self._final(full, sp)
-        lps = [_token_logprob(out.prompt_logprobs, p, full[p]) for p in range(len(ctx), len(full))]
+        lps = [token_logprob(out.prompt_logprobs, p, full[p]) for p in range(len(ctx), len(full))]
         return lps + [float("nan")] * (len(toks) - len(lps))
 
     def _sampler_fields(self, params: SamplingParams, cap: int) -> dict[str, Any]:

@@ -173,7 +173,7 @@ def test_what_vllm_rejects_is_a_value_error():
     ValueError, which the server answers with 400 instead of 500."""
     from vllm import SamplingParams as VSP
 
-    from engines.vllm_engine import _params
+    from engines.vllm_rows import sampling_params as _params
 
     with pytest.raises(ValueError, match="temperature"):
         _params(VSP, temperature=1e308)

@@ -1,0 +1,50 @@
+"""Reading vLLM's per-request containers, and building its ``SamplingParams``: the small
+translations the vLLM adapter (``engines.vllm_engine``) needs.
+
+    sampling_params(SamplingParams, **kw)  vLLM's client errors (out of range) -> ValueError
+    row_from_flat(flat, position, V)       full-vocabulary log-prob row, float64 [V]
+                                           (-inf where absent)
+    token_logprob(flat, position, y)       one token's log-prob at a position
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+
+def sampling_params(cls: Any, **kw: Any) -> Any:
+    """vLLM ``SamplingParams(**kw)``; what vLLM rejects as the client's error (a value out of
+    its range) is a ValueError, which the server answers with 400."""
+    from vllm.exceptions import VLLMClientError
+
+    try:
+        return cls(**kw)
+    except VLLMClientError as exc:
+        raise ValueError(f"vLLM rejected the sampling parameters: {exc}") from exc
+
+
+def row_from_flat(flat: Any, position: int, vocab: int) -> torch.Tensor:
+    """Full-vocabulary log-prob row at ``position`` of a (Flat)Logprobs container."""
+    row = torch.full((vocab,), float("-inf"), dtype=torch.float64)
+    if hasattr(flat, "start_indices"):
+        s, e = flat.start_indices[position], flat.end_indices[position]
+        row[torch.tensor(flat.token_ids[s:e])] = torch.tensor(flat.logprobs[s:e],
+                                                              dtype=torch.float64)
+    else:
+        d = flat[position]
+        row[torch.tensor(list(d.keys()))] = torch.tensor([lp.logprob for lp in d.values()],
+                                                         dtype=torch.float64)
+    return row
+
+
+def token_logprob(flat: Any, position: int, token: int) -> float:
+    """log-prob of ``token`` at ``position`` of a (Flat)Logprobs container."""
+    if hasattr(flat, "start_indices"):
+        s, e = flat.start_indices[position], flat.end_indices[position]
+        for t, lp in zip(flat.token_ids[s:e], flat.logprobs[s:e], strict=True):
+            if t == token:
+                return float(lp)
+        raise KeyError(f"token {token} missing from logprobs at position {position}")
+    return float(flat[position][token].logprob)
