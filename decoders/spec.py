@@ -24,6 +24,8 @@ class GuidanceSpec:
     beta         temperature of the tilt  pi* ∝ pi_ref · exp(R / beta)
     particles    N of smc, importance and best_of_n
     ess_threshold  smc resamples when ESS < ess_threshold · N
+    resample_every smc: tokens per step (1: twist and resampling after every token; k > 1:
+                 particles advance k tokens at a time, sampled natively by the engine)
     resampling   systematic | multinomial
     block_size, candidates, block_select   blockwise: K=candidates blocks of M=block_size tokens,
                  chosen by argmax of value or sampled ∝ exp(V / beta)
@@ -47,6 +49,7 @@ class GuidanceSpec:
     beta: float = 1.0
     particles: int = 8
     ess_threshold: float = 0.5
+    resample_every: int = 1
     resampling: Literal["systematic", "multinomial"] = "systematic"
     block_size: int = 4
     candidates: int = 4
@@ -69,7 +72,8 @@ class GuidanceSpec:
         method_info(self.method)  # ValueError naming the methods when unknown
         if not self.beta > 0:
             raise ValueError(f"beta must be > 0, got {self.beta}")
-        for name in ("n", "max_tokens", "particles", "block_size", "candidates"):
+        for name in ("n", "max_tokens", "particles", "block_size", "candidates",
+                     "resample_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 <= self.ess_threshold <= 1.0:

@@ -88,6 +88,8 @@ def serve(
     smc_requests: int = typer.Option(8, min=1, help="Concurrent particle requests."),
     smc_tokens: int = typer.Option(32, min=1, help="Tokens per particle request."),
     smc_repeats: int = typer.Option(3, min=0, help="Rounds of best_of_n / smc (0: skip)."),
+    smc_resample_every: int = typer.Option(1, min=1, help="smc's guidance.resample_every "
+                                           "(tokens per SMC step)."),
     no_vllm: bool = typer.Option(False, "--no-vllm", help="Skip vLLM's own server."),
     out: Path = typer.Option(None, help="Also write the JSON here."),
 ) -> None:
@@ -103,6 +105,7 @@ def serve(
                                      max_tokens=max_tokens, repeats=repeats,
                                      particles=particles, smc_requests=smc_requests,
                                      smc_tokens=smc_tokens, smc_repeats=smc_repeats,
+                                     smc_resample_every=smc_resample_every,
                                      with_vllm=not no_vllm, progress=_progress))
     except RuntimeError as exc:  # a server did not start: its log's tail is in the message
         typer.echo(f"error: {exc}", err=True)

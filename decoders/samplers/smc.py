@@ -12,6 +12,12 @@ N particles per run, n runs, all vectorised together (one ``lm.logprobs`` and on
     resampling     when ESS < ess_threshold * N (systematic or multinomial); log Z-hat adds
                    log mean w at every resampling and at the end, so exp(log Z-hat) is unbiased
     output         one particle per run drawn by its final normalised weight
+    blocks         with ``block`` = k > 1 a step advances every particle by up to k tokens drawn
+                   from q (natively by the engine when it samples blocks and the value model
+                   runs inside it); the weight gains pi_ref(a_1..k | s) / q(a_1..k | s) from the
+                   block's log-probs and exp(psi(s + a_1..k) - psi(s)) at its end, so the twist
+                   and resampling happen at block boundaries only (the same target; log Z-hat
+                   stays unbiased: intermediate targets at the boundaries only)
 
 A particle whose twist is -inf (no allowed continuation) or whose reward is -inf has weight 0.
 A run whose particles all have weight 0 reports log_z_hat = -inf and ``all_dead = True``;
@@ -30,7 +36,7 @@ from decoders import blocks as blk
 from decoders import resampling
 from decoders.protocols import Context, LanguageModel, Reward, StopAt, ValueModel
 from decoders.results import ParticleDiagnostics, Sample
-from decoders.samplers.base import make_generator, score
+from decoders.samplers.base import block_logprobs, make_generator, score
 
 if TYPE_CHECKING:  # annotations only: decoders.spec reads the method registry
     from decoders.spec import GuidanceSpec
@@ -112,10 +118,11 @@ class _Particles:
 async def run_smc(lm: LanguageModel, prompt: Context, reward: Reward, *, n: int, particles: int,
                   max_tokens: int, beta: float, generator: torch.Generator,
                   value: ValueModel | None = None, ess_threshold: float = 0.5,
-                  scheme: str = "systematic", stop_at: StopAt | None = None) -> list[Sample]:
+                  scheme: str = "systematic", stop_at: StopAt | None = None,
+                  block: int = 1) -> list[Sample]:
     """n independent SMC runs of ``particles`` particles each; one weighted draw per run.
     A particle that reaches a stop (``stop_at``) is complete there, as at EOS: its last
-    step's twist is replaced by R(truncated y) / beta."""
+    step's twist is replaced by R(truncated y) / beta. ``block``: tokens per step (above)."""
     prompt = [int(t) for t in prompt]
     N, eos = particles, int(lm.eos_token_id)
     P = _Particles(n, N)
@@ -143,6 +150,11 @@ async def run_smc(lm: LanguageModel, prompt: Context, reward: Reward, *, n: int,
         live = (~P.done).nonzero().squeeze(1)
         if live.numel() == 0:
             break
+        if block > 1:
+            ended = await _advance_blocks(P, live.tolist(), lm, prompt, block, max_tokens,
+                                          generator, value, beta, stop_at)
+            await _end(P, ended, reward, prompt, beta)
+            continue
         rows = P.row[live]
         log_q = blk.step_policy(base[rows], None if q is None else q[rows], beta)
         tok = blk.draw(log_q, generator)
@@ -162,14 +174,46 @@ async def run_smc(lm: LanguageModel, prompt: Context, reward: Reward, *, n: int,
                     stop_at is not None and stop_at(P.tokens[i]) is not None):
                 ended.append(i)
         P.finished[live[tok == eos]] = True
-        if ended:
-            idx = torch.tensor(ended)
-            P.done[idx] = True
-            r = torch.tensor(await score(reward, prompt, [P.tokens[i] for i in ended]), dtype=torch.float64)
-            P.reward[idx] = r
-            # Final twist: replace psi(s) by R / beta.
-            P.log_w[idx] = add_log(P.log_w[idx], add_log(r / beta, -P.twist[idx]))
+        await _end(P, ended, reward, prompt, beta)
     return _finish(P, diags, log_z, beta, generator)
+
+
+async def _end(P: _Particles, ended: list[int], reward: Reward, prompt: list[int],
+               beta: float) -> None:
+    """Complete particles ``ended``: score them and replace their twist psi(s) by R / beta."""
+    if not ended:
+        return
+    idx = torch.tensor(ended)
+    P.done[idx] = True
+    r = torch.tensor(await score(reward, prompt, [P.tokens[i] for i in ended]), dtype=torch.float64)
+    P.reward[idx] = r
+    P.log_w[idx] = add_log(P.log_w[idx], add_log(r / beta, -P.twist[idx]))
+
+
+async def _advance_blocks(P: _Particles, live: list[int], lm: LanguageModel, prompt: list[int],
+                          block: int, max_tokens: int, generator: torch.Generator,
+                          value: ValueModel | None, beta: float,
+                          stop_at: StopAt | None) -> list[int]:
+    """Every live particle gains a block of up to ``block`` tokens from q (cut at its first
+    stop); log w += log pi_ref(block) - log q(block). The particles that ended (EOS, a stop
+    or max_tokens)."""
+    before = [P.tokens[i] for i in live]
+    caps = [min(block, max_tokens - len(t)) for t in before]
+    blocks = await blk.sample_blocks(lm, [prompt + t for t in before], caps, generator,
+                                     value=value, beta=beta)
+    blocks, stopped = blk.stop_blocks(blocks, stop_at, before)
+    ended = []
+    for i, b, cut in zip(live, blocks, stopped, strict=True):
+        base_lp, prop_lp = block_logprobs(b)
+        P.log_w[i] += base_lp - prop_lp
+        P.base_lp[i] += base_lp
+        P.prop_lp[i] += prop_lp
+        P.tokens[i] = P.tokens[i] + list(b.tokens)
+        P.tok_lps[i] = P.tok_lps[i] + list(b.proposal_logprobs)
+        P.finished[i] = bool(b.finished)
+        if b.finished or cut or len(P.tokens[i]) >= max_tokens:
+            ended.append(i)
+    return ended
 
 
 def _resample(P: _Particles, diags, log_z, threshold, scheme, generator, log_N) -> None:
@@ -220,4 +264,4 @@ async def sample(lm: LanguageModel, prompt: Context, spec: GuidanceSpec, *, rewa
                          max_tokens=spec.max_tokens, beta=spec.beta,
                          generator=make_generator(spec.seed), value=value,
                          ess_threshold=spec.ess_threshold, scheme=spec.resampling,
-                         stop_at=stop_at)
+                         stop_at=stop_at, block=spec.resample_every)

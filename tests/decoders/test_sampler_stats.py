@@ -71,6 +71,11 @@ EXACT_CASES = {
     "smc_twisted_noisy_value_N16": dict(method="smc", particles=16, value="noisy", ess_threshold=0.8),
     "smc_twisted_noisy_value_N16_multinomial": dict(method="smc", particles=16, value="noisy",
                                                     ess_threshold=0.8, resampling="multinomial", seed=8),
+    # block SMC: particles advance 2 tokens per step, twist and resampling at block ends only
+    "smc_plain_N64_blocks2_always": dict(method="smc", particles=64, ess_threshold=1.0,
+                                         resample_every=2),
+    "smc_twisted_noisy_value_N16_blocks2": dict(method="smc", particles=16, value="noisy",
+                                                ess_threshold=0.8, resample_every=2, seed=9),
 }
 
 
@@ -144,6 +149,21 @@ async def test_twisted_smc_z_hat_unbiased(space):
                         ess_threshold=0.8, seed=12)
     samples = await generate(lm, PROMPT, spec, value=value, reward=rw)
     assert sum(s.particle.resamples for s in samples) > 0
+    z_hat = torch.tensor([s.particle.log_z_hat for s in samples], dtype=torch.float64).exp()
+    se = float(z_hat.std()) / len(samples) ** 0.5
+    assert abs(float(z_hat.mean()) - float(torch.tensor(sol.log_z).exp())) < 3 * se
+
+
+async def test_block_smc_z_hat_unbiased(space):
+    """Block SMC (2 tokens per step, noisy Q* twist at block ends, resampling at ESS < 0.8 N)
+    keeps Z-hat unbiased: mean(Z-hat) within 3 SE of Z."""
+    lm, rw, sol = space
+    value = PerturbedValue(ExactValue(lm).bind(PROMPT, T, reward=rw), eps=1.0)
+    spec = GuidanceSpec(method="smc", n=500, max_tokens=T, beta=1.0, particles=16,
+                        ess_threshold=0.8, seed=13, resample_every=2)
+    samples = await generate(lm, PROMPT, spec, value=value, reward=rw)
+    assert sum(s.particle.resamples for s in samples) > 0
+    assert max(len(s.particle.ess_trace) for s in samples) <= 3  # boundaries 0, 2 and the end
     z_hat = torch.tensor([s.particle.log_z_hat for s in samples], dtype=torch.float64).exp()
     se = float(z_hat.std()) / len(samples) ** 0.5
     assert abs(float(z_hat.mean()) - float(torch.tensor(sol.log_z).exp())) < 3 * se

@@ -175,3 +175,19 @@ async def test_llama3_style_value_model_serves(vllm_server):
                 "guidance": {**guidance, "value_model": "test-vm-llama3", "beta": 0.5}})
             assert r.status_code == 200, r.text
             assert r.json()["choices"][0]["tilt"]["value_model"] == "test-vm-llama3"
+
+
+async def test_block_smc_over_http(vllm_server):
+    """smc with resample_every = 4: particles advance 4 natively sampled (guided) tokens per
+    step, so the ESS is recorded at block ends only."""
+    url, _ = vllm_server
+    async with httpx.AsyncClient(timeout=120) as c:
+        r = await c.post(url + "/v1/completions", json={
+            "prompt": PROMPT, "max_tokens": 8, "seed": 2,
+            "guidance": {"method": "smc", "particles": 4, "resample_every": 4,
+                         "ess_threshold": 1.0}})
+    assert r.status_code == 200, r.text
+    tilt = r.json()["choices"][0]["tilt"]
+    assert tilt["method"] == "smc" and tilt["particles"] == 4
+    assert 1 <= len(tilt["ess_trace"]) <= 3  # steps at tokens 0 and 4, then the end
+    assert tilt["log_z_hat"] is not None

@@ -240,6 +240,7 @@ async def _measure(server: Server, others: list[Server], work: Any) -> Any:
 async def run_serve_bench(model: str | None = None, clients: int = 32, requests: int = 2,
                           max_tokens: int = 64, repeats: int = 5, particles: int = 16,
                           smc_requests: int = 8, smc_tokens: int = 32, smc_repeats: int = 3,
+                          smc_resample_every: int = 1,
                           with_vllm: bool = True, progress: Callable[[str], None] | None = None,
                           log_dir: Path | None = None) -> dict[str, Any]:
     say = progress or (lambda _m: None)
@@ -294,7 +295,8 @@ async def run_serve_bench(model: str | None = None, clients: int = 32, requests:
         for r in range(smc_repeats):
             row = {}
             for method, g in (("best_of_n", {"method": "best_of_n", "candidates": particles}),
-                              ("smc", {"method": "smc", "particles": particles})):
+                              ("smc", {"method": "smc", "particles": particles,
+                                       "resample_every": smc_resample_every})):
                 res, health = await _measure(tilt, servers[1:], with_health_probe(
                     tilt.url, closed_loop(tilt.url, load(g, smc_tokens, ignore_eos=False),
                                           smc_requests, 1)))
@@ -306,11 +308,12 @@ async def run_serve_bench(model: str | None = None, clients: int = 32, requests:
         for s in servers:
             s.stop()
     return _summary(runs, particle_runs, M, m, settings, ready, model_dir, clients, requests,
-                    max_tokens, particles, smc_requests, smc_tokens, log_dir)
+                    max_tokens, particles, smc_requests, smc_tokens, smc_resample_every, log_dir)
 
 
 def _summary(runs, particle_runs, M, m, settings, ready, model_dir, clients, requests,
-             max_tokens, particles, smc_requests, smc_tokens, log_dir) -> dict[str, Any]:
+             max_tokens, particles, smc_requests, smc_tokens, smc_resample_every,
+             log_dir) -> dict[str, Any]:
     ideal = M / (M + m) if m else 1.0
 
     def tps(key: str) -> list[float]:
@@ -334,7 +337,7 @@ def _summary(runs, particle_runs, M, m, settings, ready, model_dir, clients, req
         "value_model_parameters": m, "ideal_ratio": round(ideal, 4), "engine_settings": settings,
         "load": {"clients": clients, "requests_per_client": requests, "max_tokens": max_tokens,
                  "ignore_eos": True, "particles": particles, "smc_requests": smc_requests,
-                 "smc_tokens": smc_tokens},
+                 "smc_tokens": smc_tokens, "smc_resample_every": smc_resample_every},
         "startup_s": ready, "tokens_per_s": {k: spread(tps(k)) for k in ("vllm", "tilt_none",
                                                                            "tilt_token") if tps(k)},
         "ratios": ratios, "repeats": runs, "particle_repeats": particle_runs,

@@ -38,6 +38,7 @@ class Guidance(BaseModel):
     particles: int | None = Field(None, ge=1)
     ess_threshold: float | None = Field(None, ge=0, le=1)
     resampling: Literal["systematic", "multinomial"] | None = None
+    resample_every: int | None = Field(None, ge=1)  # smc: tokens per step (default 1)
     block_size: int | None = Field(None, ge=1)
     candidates: int | None = Field(None, ge=1)
     block_select: Literal["argmax", "sample"] | None = None
