@@ -15,9 +15,12 @@ N particles per run, n runs, all vectorised together (one ``lm.logprobs`` and on
     blocks         with ``block`` = k > 1 a step advances every particle by up to k tokens drawn
                    from q (natively by the engine when it samples blocks and the value model
                    runs inside it); the weight gains pi_ref(a_1..k | s) / q(a_1..k | s) from the
-                   block's log-probs and exp(psi(s + a_1..k) - psi(s)) at its end, so the twist
-                   and resampling happen at block boundaries only (the same target; log Z-hat
-                   stays unbiased: intermediate targets at the boundaries only)
+                   block's log-probs and exp(psi_b(s') - psi_b(s)) at its end s' = s + a_1..k,
+                   with the twist read off the value model alone:
+                       psi_b(s') = Q(s' minus its last token, that token) / beta
+                   (= V*(s') / beta when Q = Q*, as psi is; any twist keeps the target and an
+                   unbiased Z-hat). No full-vocabulary base row is needed: the engine samples.
+                   Twist and resampling happen at block ends only.
 
 A particle whose twist is -inf (no allowed continuation) or whose reward is -inf has weight 0.
 A run whose particles all have weight 0 reports log_z_hat = -inf and ``all_dead = True``;
@@ -129,6 +132,15 @@ async def run_smc(lm: LanguageModel, prompt: Context, reward: Reward, *, n: int,
     diags = [ParticleDiagnostics(particles=N) for _ in range(n)]
     log_z = torch.zeros(n, dtype=torch.float64)
     log_N = math.log(N)
+    while block > 1:  # block SMC: the engine samples, the value model twists
+        live = (~P.done).nonzero().squeeze(1).tolist()
+        if not live:
+            return _finish(P, diags, log_z, beta, generator)
+        ended = await _advance_blocks(P, live, lm, prompt, block, max_tokens, generator,
+                                      value, beta, stop_at)
+        await _end(P, ended, reward, prompt, beta)
+        await _twist_at_block_end(P, [i for i in live if not P.done[i]], value, prompt, beta)
+        _resample(P, diags, log_z, ess_threshold, scheme, generator, log_N)
     while True:
         active = (~P.done).nonzero().squeeze(1)
         if active.numel() == 0:
@@ -150,11 +162,6 @@ async def run_smc(lm: LanguageModel, prompt: Context, reward: Reward, *, n: int,
         live = (~P.done).nonzero().squeeze(1)
         if live.numel() == 0:
             break
-        if block > 1:
-            ended = await _advance_blocks(P, live.tolist(), lm, prompt, block, max_tokens,
-                                          generator, value, beta, stop_at)
-            await _end(P, ended, reward, prompt, beta)
-            continue
         rows = P.row[live]
         log_q = blk.step_policy(base[rows], None if q is None else q[rows], beta)
         tok = blk.draw(log_q, generator)
@@ -188,6 +195,23 @@ async def _end(P: _Particles, ended: list[int], reward: Reward, prompt: list[int
     r = torch.tensor(await score(reward, prompt, [P.tokens[i] for i in ended]), dtype=torch.float64)
     P.reward[idx] = r
     P.log_w[idx] = add_log(P.log_w[idx], add_log(r / beta, -P.twist[idx]))
+
+
+async def _twist_at_block_end(P: _Particles, idx: list[int], value: ValueModel | None,
+                              prompt: list[int], beta: float) -> None:
+    """log w += psi_b(s') - psi_b(s) for the particles ``idx`` (psi_b = 0 without a value
+    model); psi_b = -inf kills the particle."""
+    if value is None or not idx:
+        return
+    q = (await value.q_values([prompt + P.tokens[i][:-1] for i in idx], beta)).to(torch.float64)
+    last = torch.tensor([P.tokens[i][-1] for i in idx])
+    psi = q[torch.arange(len(idx)), last] / beta
+    at = torch.tensor(idx)
+    P.log_w[at] = add_log(P.log_w[at], psi - P.twist[at])
+    P.twist[at] = psi
+    dead = at[torch.isneginf(psi)]
+    P.done[dead] = True
+    P.reward[dead] = NEG_INF
 
 
 async def _advance_blocks(P: _Particles, live: list[int], lm: LanguageModel, prompt: list[int],
