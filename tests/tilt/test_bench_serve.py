@@ -51,3 +51,14 @@ def test_server_pause_resume_and_stop_leave_nothing(tmp_path):
     assert httpx.get(srv.url + "/", timeout=5).status_code == 200
     srv.stop()
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+@pytest.mark.parametrize("args", [["--clients", "0"], ["--smc-resample-every", "0"],
+                                  ["--max-tokens", "x"]])
+def test_bad_options_exit_2_before_starting_anything(args):
+    from typer.testing import CliRunner
+
+    from tilt.cli import app
+
+    result = CliRunner().invoke(app, ["bench", "serve", *args])
+    assert result.exit_code == 2, result.output
