@@ -38,7 +38,7 @@ log = logging.getLogger("tilt.server")
 def attach(app: FastAPI, state: EngineState) -> None:
     """Make ``state`` the one the routes serve."""
     admission = Admission(state.config.limits, state.metrics,
-                          engine_batch=getattr(state.handle, "max_num_seqs", None) or 8)
+                          engine_batch=getattr(state.handle, "max_num_seqs", None))
     app.state.engine_state = state
     app.state.serving = Serving(state, Planner(state), admission)
 

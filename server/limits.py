@@ -24,11 +24,11 @@ T = TypeVar("T")
 class Admission:
     """At most ``max_concurrent`` requests run; at most ``max_queue`` wait for a slot.
     ``max_concurrent`` is ``limits.max_concurrent_requests`` when set, else ``engine_batch``
-    (the sequences the engine batches, so that admission never starves it)."""
+    (the sequences the engine batches, so that admission never starves it), else 8."""
 
-    def __init__(self, limits: Limits, metrics: Metrics, engine_batch: int = 8):
+    def __init__(self, limits: Limits, metrics: Metrics, engine_batch: int | None = None):
         self.limits, self.metrics = limits, metrics
-        self.max_concurrent = limits.max_concurrent_requests or engine_batch
+        self.max_concurrent = limits.max_concurrent_requests or engine_batch or 8
         self.running = 0
         self.waiting = 0
         self._sem: asyncio.Semaphore | None = None

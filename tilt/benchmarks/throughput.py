@@ -100,6 +100,7 @@ async def run_throughput(engine: str = "vllm", model: str | None = None,
     top-level figures are then those of the last level)."""
     say = progress or (lambda _msg: None)
     from decoders.protocols import Guidance, SamplingParams
+    from engines.hf_codec import read_hf_config
     from engines.loader import DEMO_BASE, open_engine, resolve_model_dir
 
     levels = [concurrency] if isinstance(concurrency, int) else list(concurrency)
@@ -111,8 +112,8 @@ async def run_throughput(engine: str = "vllm", model: str | None = None,
         if engine == "vllm":
             options.setdefault("max_num_seqs", max(levels))
             # short prompts, a small KV cache; never past the model's own position limit
-            from tilt.cmd_serve import _max_positions
-            options.setdefault("max_model_len", min(1024, _max_positions(base_dir) or 1024))
+            positions = read_hf_config(base_dir)[1].get("max_position_embeddings") or 1024
+            options.setdefault("max_model_len", min(1024, int(positions)))
         handle = await open_engine(str(base_dir), engine=engine,
                                    value_models={"bench": vm_dir}, **options)
         try:
