@@ -1,4 +1,5 @@
-"""`make serve` brings the server up on the bundled demo models and a completion answers.
+"""`make serve` brings the server up on the default model (SmolLM2-135M-Instruct, built by
+`make model`) with its bundled value model, and a plain and a guided completion answer.
 
 Runs the real Makefile target (without re-installing the venv: ``-o`` the install stamp) on a
 free port (``TILT_PORT``), so it starts a second vLLM engine: about a minute on CPU.
@@ -45,6 +46,7 @@ def test_make_serve_answers_a_completion():
         models = httpx.get(url + "/v1/models", timeout=10).json()["data"]
         base = [m for m in models if m["kind"] == "base_model"][0]
         assert base["metadata"]["engine"] == "vllm"
+        assert base["metadata"]["vocab_size"] == 49152  # SmolLM2, the default, not the demo
         assert "vader" in [m["id"] for m in models if m["kind"] == "reward"]
         r = httpx.post(url + "/v1/completions", timeout=120, json={
             "prompt": "The movie was", "max_tokens": 8, "seed": 0})
