@@ -11,6 +11,7 @@ engines).
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -52,3 +53,15 @@ class HFCodec:
             return [int(i) for i in out]
         text = "".join(f"{m['role']}: {m['content']}\n" for m in msgs) + "assistant:"
         return self.encode(text)
+
+
+def count_parameters(model_dir: Path) -> int:
+    """Parameter count from the safetensors headers (no weights loaded)."""
+    from safetensors import safe_open
+
+    total = 0
+    for f in sorted(Path(model_dir).glob("*.safetensors")):
+        with safe_open(str(f), framework="pt") as st:
+            for k in st.keys():  # noqa: SIM118
+                total += math.prod(st.get_slice(k).get_shape())
+    return total

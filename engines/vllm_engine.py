@@ -14,7 +14,10 @@ Only imports common to both builds are used. What the adapter maps, and how:
   (guided, temperature and top-k/top-p applied) — what SMC weights need. Base log-probs
   log pi_ref(y_i | s_i) of a block come from a scoring pass: one request over
   context + block with ``prompt_logprobs=0`` (prompt log-probs are computed from raw logits,
-  before any processor). Unshaped unguided blocks skip the pass (proposal = base).
+  before any processor) — only as a fallback now: on the V1 runner the processor writes the
+  base log-probs of the sampled tokens out itself (``engines.base_export``; the request asks
+  for one token more than it keeps, so the last kept token's value exists). Unshaped unguided
+  blocks need neither (proposal = base).
   EOS is not returned in ``Block.tokens``; its log-probs are ``Block.eos_proposal_logprob``
   and ``Block.eos_base_logprob``. vLLM's other sampler fields (min_p, the three penalties,
   logit_bias, min_tokens, ignore_eos, stop strings and stop token ids; ``sampling_fields``)
@@ -44,9 +47,10 @@ import torch
 
 from decoders.protocols import EXTENDED_FIELDS, Block, Guidance, OnTokens, SamplingParams
 from engines.base import find_value_model
+from engines.base_export import ExportDir, discard
 from engines.engine_loop import EngineLoop
 from engines.guidance_state import CONFIG_KEY, guidance_extra_args
-from engines.hf_codec import HFCodec, read_hf_config
+from engines.hf_codec import HFCodec, count_parameters, read_hf_config
 from engines.lean_llama import is_supported
 from engines.value_model import TorchValueModel, check_value_model
 from engines.vllm_rows import row_from_flat, sampling_params, token_logprob
@@ -73,6 +77,7 @@ class VllmLM:
         self.eos_token_id = eos_token_id
         self.max_model_len = max_model_len
         self.value_models = value_models
+        self.export: ExportDir | None = None  # set when the processor can export base log-probs
 
     async def _final(self, prompt: Sequence[int], sp: Any, on_delta=None) -> Any:
         """Run one request to completion on the engine's loop; ``on_delta(new_token_ids)`` is
@@ -179,22 +184,49 @@ class VllmLM:
         async def one(i: int) -> Block:
             ctx = contexts[i]
             cap = min(max_tokens, self.max_model_len - len(ctx))
-            sp = sampling_params(VSP, max_tokens=cap, seed=seeds[i], logprobs=0,
-                                 flat_logprobs=True, extra_args=extra,
+            stops = self._stop_ids(params)
+            path, more = self._export_for(params, len(ctx) + cap, stops) if shaped else (None, {})
+            n_ask = cap + 1 if path else cap  # the extra token's step writes the last value
+            sp = sampling_params(VSP, max_tokens=n_ask, seed=seeds[i], logprobs=0,
+                                 flat_logprobs=True, extra_args={**(extra or {}), **more} or None,
                                  **self._sampler_fields(params, cap))
+            sent = 0
 
             async def on_delta(toks: list[int]) -> None:
+                nonlocal sent
+                toks, sent = toks[: max(0, cap - sent)], sent + len(toks)
                 toks = [t for t in toks if t != eos]
                 if toks:
                     await on_tokens(i, toks)
 
-            out = (await self._final(ctx, sp, on_delta if on_tokens else None)).outputs[0]
-            toks = list(out.token_ids)
-            prop = [token_logprob(out.logprobs, j, t) for j, t in enumerate(toks)]
-            base = await self._base_logprobs(ctx, toks) if shaped else list(prop)
+            try:
+                out = (await self._final(ctx, sp, on_delta if on_tokens else None)).outputs[0]
+                toks = list(out.token_ids)[:cap]
+                prop = [token_logprob(out.logprobs, j, t) for j, t in enumerate(toks)]
+                base = list(prop)
+                if shaped:
+                    base = ExportDir.read(path, toks, stops) if path else [math.nan]
+                    if any(math.isnan(b) for b in base):
+                        base = await self._base_logprobs(ctx, toks)
+            finally:
+                if path:
+                    discard(path)
             return self._block(toks, prop, base, eos)
 
         return list(await asyncio.gather(*(one(i) for i in range(len(contexts)))))
+
+    def _stop_ids(self, params: SamplingParams) -> list[int]:
+        return list(params.stop_token_ids) + ([] if params.ignore_eos else [self.eos_token_id])
+
+    def _export_for(self, params: SamplingParams, end: int,
+                    stops: list[int]) -> tuple[str | None, dict[str, Any]]:
+        """(file, extra_args) for the processor to export this block's base log-probs, or
+        (None, {}) where it cannot: no exporting processor, no room for the extra token, or
+        a logit bias / min_tokens, which vLLM applies before the processor sees the row."""
+        if self.export is None or end + 1 > self.max_model_len or params.logit_bias \
+                or params.min_tokens > 0:
+            return None, {}
+        return self.export.new(stops)
 
     async def _base_logprobs(self, ctx: Sequence[int], toks: list[int]) -> list[float]:
         """log pi_ref(y_i | s_i) for the block ``toks`` after ``ctx`` (scoring pass)."""
@@ -212,9 +244,7 @@ class VllmLM:
     def _sampler_fields(self, params: SamplingParams, cap: int) -> dict[str, Any]:
         """vLLM ``SamplingParams`` keywords of ``params``: shaping, penalties, bias, stops.
         EOS stops a sequence unless ``ignore_eos``; vLLM then keeps sampling past an EOS."""
-        stop_ids = list(params.stop_token_ids)
-        if not params.ignore_eos:
-            stop_ids.append(self.eos_token_id)
+        stop_ids = self._stop_ids(params)
         return dict(temperature=params.temperature, top_k=params.top_k, top_p=params.top_p,
                     min_p=params.min_p, repetition_penalty=params.repetition_penalty,
                     presence_penalty=params.presence_penalty,
@@ -300,7 +330,9 @@ class VllmEngine:
         self.max_tokens_cap = max_tokens_cap or self.max_model_len
         self.lm = VllmLM(self.engine, vocab, self.codec.eos_token_id, self.max_model_len,
                          self.value_models, self.loop)
-        self.num_parameters = _count_parameters(model_dir)
+        if not vllm_config.use_v2_model_runner:  # only the V1 processor exports base log-probs
+            self.lm.export = ExportDir()
+        self.num_parameters = count_parameters(model_dir)
         if warmup:
             await self.warmup()
         return self
@@ -361,15 +393,6 @@ class VllmEngine:
             gc.collect()
         if getattr(self, "loop", None) is not None:
             self.loop.close()
+        if getattr(self, "lm", None) is not None and self.lm.export is not None:
+            self.lm.export.close()
 
-
-def _count_parameters(model_dir: Path) -> int:
-    """Parameter count from the safetensors headers (no weights loaded)."""
-    from safetensors import safe_open
-
-    total = 0
-    for f in sorted(Path(model_dir).glob("*.safetensors")):
-        with safe_open(str(f), framework="pt") as st:
-            for k in st.keys():  # noqa: SIM118
-                total += math.prod(st.get_slice(k).get_shape())
-    return total

@@ -10,6 +10,10 @@ same batch are untouched. The value model runs batched over the guided rows with
 slot per request (``engines.guidance_state``): each step feeds only the tokens gained since
 the previous step.
 
+Requests that ask for it (``extra_args["tilt_export"]``, guided or not) also get the base
+log-probs of their sampled tokens written out from the row before guidance
+(``engines.base_export``), so the adapter needs no scoring pass.
+
 This is the processor of vLLM's V1 model runner (the CPU build's runner); the Model Runner V2
 one (the GPU default) is ``engines.vllm_guidance_mrv2``.
 """
@@ -21,14 +25,16 @@ from dataclasses import dataclass
 import torch
 from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor, MoveDirectionality
 
+from engines.base_export import ExportWriter, parse_export
 from engines.guidance_state import GuidanceRuntime, GuidedSeq, context_tail, parse_guidance
 
 
 @dataclass
 class _Entry:
-    seq: GuidedSeq
+    seq: GuidedSeq | None  # None: not guided (only exported)
     prompt: list[int]
     output: list[int]  # live reference to the request's output tokens
+    export: ExportWriter | None = None
 
 
 class TiltGuidanceLogitsProcessor(LogitsProcessor):
@@ -37,6 +43,7 @@ class TiltGuidanceLogitsProcessor(LogitsProcessor):
     @classmethod
     def validate_params(cls, sampling_params) -> None:
         parse_guidance(sampling_params)
+        parse_export(sampling_params)
 
     def __init__(self, vllm_config, device: torch.device, is_pin_memory: bool) -> None:
         self.runtime = GuidanceRuntime.from_vllm_config(vllm_config, device)
@@ -48,7 +55,13 @@ class TiltGuidanceLogitsProcessor(LogitsProcessor):
     def _drop(self, index: int) -> None:
         entry = self.entries.pop(index, None)
         if entry is not None:
+            self._release(entry)
+
+    def _release(self, entry: _Entry) -> None:
+        if entry.seq is not None:
             self.runtime.stop(entry.seq)
+        if entry.export is not None:
+            entry.export.close()
 
     def update_state(self, batch_update: BatchUpdate | None) -> None:
         """Apply removals, additions, then moves (the order vLLM specifies)."""
@@ -58,12 +71,13 @@ class TiltGuidanceLogitsProcessor(LogitsProcessor):
             self._drop(index)
         for index, params, prompt_ids, output_ids in batch_update.added:
             self._drop(index)
-            g = parse_guidance(params)
-            if g is None or prompt_ids is None:
+            g, x = parse_guidance(params), parse_export(params)
+            if (g is None and x is None) or prompt_ids is None:
                 continue
-            seq = self.runtime.start(*g)
-            if seq is not None:
-                self.entries[index] = _Entry(seq, list(prompt_ids), output_ids)
+            seq = None if g is None else self.runtime.start(*g)
+            if seq is not None or x is not None:
+                self.entries[index] = _Entry(seq, list(prompt_ids), output_ids,
+                                             None if x is None else ExportWriter(*x))
         for a, b, direction in batch_update.moved:
             ea, eb = self.entries.pop(a, None), self.entries.pop(b, None)
             if direction == MoveDirectionality.SWAP:
@@ -73,16 +87,33 @@ class TiltGuidanceLogitsProcessor(LogitsProcessor):
                     self.entries[a] = eb
             else:
                 if eb is not None:
-                    self.runtime.stop(eb.seq)
+                    self._release(eb)
                 if ea is not None:
                     self.entries[b] = ea
 
     def apply(self, logits: torch.Tensor) -> torch.Tensor:
         if not self.entries:
             return logits
+        live = {i: e for i, e in self.entries.items() if i < logits.shape[0]}
+        self._export(logits, live)  # from the rows before guidance: log pi_ref
+        return self._guide(logits, live)
+
+    @staticmethod
+    def _export(logits: torch.Tensor, live: dict[int, _Entry]) -> None:
+        rows = [i for i, e in live.items() if e.export is not None]
+        if not rows:
+            return
+        base = torch.log_softmax(logits[rows].float(), dim=-1)
+        for j, i in enumerate(rows):
+            e = live[i]
+            t = len(e.output)
+            newest = int(e.output[-1]) if t else -1
+            e.export.step(t, newest if newest >= 0 else None, base[j])
+
+    def _guide(self, logits: torch.Tensor, live: dict[int, _Entry]) -> torch.Tensor:
         rows, seqs, news = [], [], []
-        for index, e in self.entries.items():
-            if index >= logits.shape[0]:
+        for index, e in live.items():
+            if e.seq is None:
                 continue
             total = len(e.prompt) + len(e.output)
             if total < e.seq.fed:  # context rewound (should not happen): recompute

@@ -7,8 +7,8 @@ import json
 
 from typer.testing import CliRunner
 
+from engines.hf_codec import count_parameters
 from engines.value_model import TorchValueModel, check_value_model
-from engines.vllm_engine import _count_parameters
 from tilt.benchmarks.throughput import build_bench_value_model, llama_parameters
 
 
@@ -16,7 +16,7 @@ def test_bench_value_model_is_at_most_a_quarter(tmp_path, engine_models):
     base = engine_models.base
     vm_dir = build_bench_value_model(base, tmp_path / "vm", fraction=0.25)
     check_value_model(vm_dir, base)
-    m, big_m = _count_parameters(vm_dir), _count_parameters(base)
+    m, big_m = count_parameters(vm_dir), count_parameters(base)
     assert m <= 0.25 * big_m
     cfg = json.loads((vm_dir / "config.json").read_text())
     assert m == llama_parameters(cfg["vocab_size"], cfg["hidden_size"], cfg["num_hidden_layers"],

@@ -195,3 +195,38 @@ async def test_value_models_of_other_architectures_guide_exactly(vllm_demo_engin
     assert (got[0] - want).abs().max() < TOL
     unguided = await h.lm.logprobs([ids])
     assert (got[0] - unguided[0]).abs().max() > 10 * TOL  # the value model moved the row
+
+
+async def test_exported_base_logprobs_equal_the_scoring_pass(vllm_demo_engine, engine_models,
+                                                              monkeypatch):
+    """The processor's exported log pi_ref of every sampled token (EOS endings, temperature,
+    guided and not) equals vLLM's own prompt-log-prob scoring, and no scoring pass runs."""
+    lm = vllm_demo_engine.lm
+    assert lm.export is not None
+    ids = vllm_demo_engine.codec.encode("Good things come")
+    scoring = lm._base_logprobs
+    calls = []
+
+    async def counted(ctx, toks):
+        calls.append(len(toks))
+        return await scoring(ctx, toks)
+
+    monkeypatch.setattr(lm, "_base_logprobs", counted)
+    g = Guidance(engine_models.vm_name, 0.5)
+    params = SamplingParams(temperature=1.3)  # hot: some blocks end on EOS
+    blocks = (await lm.sample_blocks([ids] * 8, 12, params, list(range(8)), g)
+              + await lm.sample_blocks([ids] * 4, 12, params, list(range(4))))
+    assert calls == []  # all from the export
+    assert any(b.finished for b in blocks) and any(not b.finished for b in blocks)
+    for b in blocks:
+        want = await scoring(ids, b.tokens)
+        assert b.base_logprobs == pytest.approx(want, abs=1e-4)
+        if b.finished:
+            eos_row = (await lm.logprobs([ids + b.tokens]))[0]
+            assert b.eos_base_logprob == pytest.approx(eos_row[lm.eos_token_id].item(), abs=1e-4)
+    # Where the processor cannot tell the last token (a stop string ends the block), the
+    # scoring pass fills it in.
+    stop = vllm_demo_engine.codec.decode(blocks[0].tokens[2:4])
+    [b] = await lm.sample_blocks([ids], 12, SamplingParams(temperature=1.3, stop=[stop]), [0], g)
+    assert calls == [len(b.tokens)] and len(b.tokens) < 12
+    assert b.base_logprobs == pytest.approx(await scoring(ids, b.tokens), abs=1e-4)

@@ -43,11 +43,11 @@ def build_bench_value_model(base_dir: str | Path, out_dir: str | Path,
                             fraction: float = 0.25) -> Path:
     """The largest random Llama value model (head_dim 64, ff = 2 d, tied) with <= fraction x M
     parameters for the base model at ``base_dir``."""
+    from engines.hf_codec import count_parameters
     from engines.testing import build_random_value_model
-    from engines.vllm_engine import _count_parameters
 
     cfg = json.loads((Path(base_dir) / "config.json").read_text())
-    budget = fraction * _count_parameters(Path(base_dir))
+    budget = fraction * count_parameters(Path(base_dir))
     vocab = int(cfg["vocab_size"])
     best = None
     for d in range(64, 1025, 64):

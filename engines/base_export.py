@@ -1,0 +1,122 @@
+"""Base log-probs of natively sampled tokens, exported by the logits processor (no scoring pass).
+
+SMC weights and KL diagnostics need log pi_ref(y_t | s_t) for every sampled token y_t, while
+vLLM (``logprobs_mode="processed_logprobs"``) returns the proposal's log-probs. The processor
+sees the row l_t before guidance, temperature and penalties, so it knows
+
+    log pi_ref(y | s_t) = l_t[y] - logsumexp(l_t)
+
+for every y; it learns which y was sampled one step later (y_t is the newest output token at
+step t+1). So at step t it writes one record
+
+    record[t] = [ 1,  log pi_ref(y_{t-1} | s_{t-1}),  log pi_ref(stop_j | s_t) for each stop id j ]
+
+(NaN where unknown; the leading 1 tells a written record from a hole) at offset t of the
+request's file. The adapter asks vLLM for one token more
+than it keeps, so the record naming the last kept token exists; a block that ends on a stop id
+takes that token's value from the stop columns. Anything still missing (stop strings, a
+preempted step, the processor not running in this process tree) is NaN, and the adapter falls
+back to its scoring pass.
+
+Files live in a per-engine directory under /dev/shm (RAM) when there is one. A request opts in
+with ``extra_args["tilt_export"] = {"path": file, "stops": [ids]}``, set only by the adapter.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+EXPORT_KEY = "tilt_export"
+
+
+def parse_export(params: Any) -> tuple[str, list[int]] | None:
+    """(file path, stop ids) when the request asks for exported base log-probs, else None."""
+    extra = getattr(params, "extra_args", None) or {}
+    e = extra.get(EXPORT_KEY)
+    if e is None:
+        return None
+    if not isinstance(e, dict) or not isinstance(e.get("path"), str):
+        raise ValueError(f"extra_args[{EXPORT_KEY!r}] must be {{'path': str, 'stops': [int]}}")
+    return e["path"], [int(s) for s in e.get("stops") or []]
+
+
+class ExportWriter:
+    """Processor side: one request's record file (fixed-size float64 records, pwrite)."""
+
+    def __init__(self, path: str, stops: Sequence[int]):
+        self.stops = list(stops)
+        self.width = 2 + len(self.stops)
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+        self.prev: torch.Tensor | None = None  # log pi_ref(. | s_{t-1})
+        self.prev_step = -2
+
+    def step(self, t: int, newest: int | None, row_logprobs: torch.Tensor) -> None:
+        """Write record ``t``; ``newest`` is output token t-1 (None at t = 0)."""
+        rec = np.full(self.width, np.nan)
+        rec[0] = 1.0
+        if newest is not None and self.prev is not None and self.prev_step == t - 1:
+            rec[1] = float(self.prev[newest])
+        if self.stops:
+            rec[2:] = row_logprobs[self.stops].double().cpu().numpy()
+        os.pwrite(self.fd, rec.tobytes(), t * self.width * 8)
+        self.prev, self.prev_step = row_logprobs, t
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+class ExportDir:
+    """Adapter side: a directory of per-request files, read once each request has finished."""
+
+    def __init__(self) -> None:
+        shm = "/dev/shm"
+        base = shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else None
+        self.path = tempfile.mkdtemp(prefix="tilt-export-", dir=base)
+        self._ids = itertools.count()
+
+    def new(self, stops: Sequence[int]) -> tuple[str, dict[str, Any]]:
+        """(file path, the extra_args entry) for one request."""
+        path = os.path.join(self.path, str(next(self._ids)))
+        return path, {EXPORT_KEY: {"path": path, "stops": list(stops)}}
+
+    @staticmethod
+    def read(path: str, tokens: Sequence[int], stops: Sequence[int]) -> list[float]:
+        """log pi_ref of each of ``tokens`` (NaN where the processor left no value); the file
+        is removed."""
+        try:
+            raw = np.fromfile(path, dtype=np.float64)
+        except OSError:
+            raw = np.empty(0)
+        finally:
+            discard(path)
+        width = 2 + len(stops)
+        recs = raw[: len(raw) // width * width].reshape(-1, width)
+        recs[recs[:, 0] != 1.0, 1:] = np.nan  # holes: steps the processor did not write
+        out = []
+        for i, y in enumerate(tokens):
+            v = recs[i + 1, 1] if i + 1 < len(recs) else math.nan
+            if math.isnan(v) and y in stops and i < len(recs):
+                v = recs[i, 2 + list(stops).index(y)]
+            out.append(float(v))
+        return out
+
+    def close(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def discard(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
