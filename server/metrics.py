@@ -87,6 +87,9 @@ class Metrics:
                                "Time spent in the value model per request.", LATENCY_BUCKETS)
         self.reward_time = hist("tilt:reward_time_seconds",
                                 "Time spent scoring rewards per request.", LATENCY_BUCKETS)
+        # The load gauges exist from the start: an idle pod exports 0 (not nothing), so the
+        # HPA's tilt_num_requests_waiting (deploy/k8s) has a value for every pod.
+        self.load(0, 0)
 
     # ---- recording
 
