@@ -9,16 +9,18 @@ one place, ``save_checkpoint``), the metrics log and the saved result.
 Files under ``cfg.out``: the value model (``save_result``) and ``train/``: checkpoint.pt,
 metrics.jsonl (one evaluation a line), summary.json.
 
-Data parallel: under ``torchrun --nproc_per_node=K`` (env WORLD_SIZE > 1) a gloo process group
-(``distributed``); the model is wrapped in DistributedDataParallel; rank 0 evaluates,
-checkpoints and saves.
+Data parallel: under ``torchrun`` (env WORLD_SIZE > 1) a process group (``distributed``) whose
+backend follows the training device (``backend``): NCCL when it is CUDA and this torch build has
+NCCL, gloo otherwise (CPU training, as before). The model is wrapped in DistributedDataParallel;
+rank 0 evaluates, checkpoints and saves. Rollouts come from one engine per node, opened by
+LOCAL_RANK 0 (``training.nodes``). Tested with 2 gloo processes on CPU; the NCCL path has not
+been run (no GPU here).
 
 Device (``cfg.device``, ``resolve_device``): the value model, its optimiser state and every
 training batch live there; rollouts and their targets stay on CPU (batches are moved per step,
 ``training.batches``). On CUDA the forward and loss run under bf16 autocast (``autocast``) with
 fp32 master weights; checkpoints load onto the CPU first and saved value models are fp32 on
-CPU. Under DDP ``cuda`` means each rank's ``cuda:LOCAL_RANK`` (the process group stays gloo,
-which all-reduces CUDA tensors too).
+CPU. Under DDP ``cuda`` means each rank's ``cuda:LOCAL_RANK``.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
-from training import value_net
+from training import nodes, value_net
 from training.config import ConfigError, TrainConfig
 
 CHECKPOINT, METRICS, SUMMARY = "checkpoint.pt", "metrics.jsonl", "summary.json"
@@ -58,12 +60,19 @@ def world() -> tuple[int, int]:
     return 0, 1
 
 
+def backend(device: torch.device) -> str:
+    """The process group's backend for a training device: nccl on CUDA (when this torch has
+    NCCL), else gloo."""
+    return "nccl" if device.type == "cuda" and dist.is_nccl_available() else "gloo"
+
+
 @contextmanager
-def distributed() -> Iterator[None]:
-    """A gloo process group while training runs under torchrun (WORLD_SIZE > 1)."""
+def distributed(device: torch.device = torch.device("cpu")) -> Iterator[None]:
+    """A process group (``backend(device)``) while training runs under torchrun (WORLD_SIZE > 1).
+    ``device`` is the resolved training device (``resolve_device`` runs first)."""
     started = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized()
     if started:
-        dist.init_process_group(backend="gloo")
+        dist.init_process_group(backend=backend(device))
     try:
         yield
     finally:
@@ -88,7 +97,9 @@ def data_parallel(model: torch.nn.Module) -> torch.nn.Module:
 # ---- device ---------------------------------------------------------------------------------
 def resolve_device(name: str) -> torch.device:
     """``cfg.device`` as a torch device: auto -> cuda if available else cpu; cuda -> cuda:0, or
-    cuda:LOCAL_RANK under DDP. CUDA asked for but absent (or N out of range) -> ConfigError."""
+    cuda:LOCAL_RANK under torchrun (read from its environment: this runs before the process
+    group starts, which needs the device). CUDA asked for but absent (or N out of range) ->
+    ConfigError."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cpu":
@@ -97,7 +108,7 @@ def resolve_device(name: str) -> torch.device:
         raise ConfigError(f"--device {name}: no CUDA device is available "
                           "(torch.cuda.is_available() is False); use --device cpu or auto")
     if name == "cuda":
-        name = f"cuda:{int(os.environ.get('LOCAL_RANK', '0')) if world()[1] > 1 else 0}"
+        name = f"cuda:{nodes.local_rank()[0]}"
     dev = torch.device(name)
     if dev.index >= torch.cuda.device_count():
         raise ConfigError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s)")

@@ -3,9 +3,10 @@
     rollouts (engine, or the guided policy of init_from) -> rewards (batched)
     -> TrainSet (training.targets) -> AdamW steps on minibatches (training.batches)
 
-The rollouts are saved to ``train/rollouts.pt`` and reused by --resume. Data parallel: every
-rank collects 1/K of them (seed·1000 + rank); they are all-gathered so every rank builds the
-same targets, and ranks draw different minibatches (seed·7919 + rank).
+The rollouts are saved to ``train/rollouts.pt`` and reused by --resume. Data parallel: rank r's
+share, 1/K of them (seed·1000 + r), is collected by its node's one engine (LOCAL_RANK 0 collects
+the shares of its node in turn, ``training.nodes``); every rank receives all of them, so every
+rank builds the same targets, and ranks draw different minibatches (seed·7919 + rank).
 """
 
 from __future__ import annotations
@@ -16,9 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 
-from training import loop, onpolicy, value_net
+from training import loop, nodes, onpolicy, value_net
 from training.batches import BaseRows, Batches, batch_loss, eval_loss
 from training.config import TrainConfig
 from training.exact_eval import exact_evaluator
@@ -29,49 +29,50 @@ from training.targets import TrainSet, iw_fkl_set, onpolicy_q_set, soft_q_set
 async def get_rollouts(cfg: TrainConfig, handle: Any, reward: Any, prompt_ids: list[list[int]],
                        work: Path, resume: bool, show: bool = True,
                        behaviour: torch.nn.Module | None = None) -> list[Rollout]:
-    """Collected (this rank's share, then all-gathered) or reloaded from train/rollouts.pt;
-    ``rollout_policy: guided`` rolls out ``behaviour``'s guided policy."""
+    """Collected or reloaded from train/rollouts.pt; ``rollout_policy: guided`` rolls out
+    ``behaviour``'s guided policy. Rank r's share (seed·1000 + r) is collected by its node's
+    engine (``training.nodes``: LOCAL_RANK 0 collects every share of its node in turn), then
+    every share reaches every rank, concatenated in rank order."""
     rank, size = loop.world()
     path = work / "rollouts.pt"
     if resume and path.is_file():
         saved = torch.load(path, weights_only=False)
         return [Rollout(**r) for r in saved["rollouts"]]
-    share = cfg.rollouts // size + (1 if rank < cfg.rollouts % size else 0)
-    if cfg.rollout_policy == "guided":
-        mine = await guided_rollouts(cfg, handle, reward, prompt_ids, share, show and rank == 0,
-                                     behaviour)
-    else:
-        mine = await collect_rollouts(handle.lm, reward, prompt_ids, rollouts=share,
-                                      max_tokens=cfg.max_tokens, branch_points=cfg.branch_points,
-                                      branches=cfg.branches, seed=cfg.seed * 1000 + rank,
-                                      temperature=cfg.temperature, branch_from=cfg.branch_from,
-                                      beta=cfg.beta, progress=show and rank == 0)
-    if size > 1:
-        gathered: list[Any] = [None] * size
-        dist.all_gather_object(gathered, [asdict(r) for r in mine])
-        offset, allr = 0, []
-        for part in gathered:  # keep group ids distinct across ranks
-            rs = [Rollout(**r) for r in part]
-            for r in rs:
-                if r.start > 0:
-                    r.group += offset
-            offset += max((r.group for r in rs), default=0) + 1
-            allr.extend(rs)
-        mine = allr
+    mine: dict[int, list[dict[str, Any]]] = {}
+    if nodes.opens_engine():
+        for r in nodes.node_ranks():
+            share = cfg.rollouts // size + (1 if r < cfg.rollouts % size else 0)
+            got = await rank_rollouts(cfg, handle, reward, prompt_ids, share, r,
+                                      show and rank == 0, behaviour)
+            mine[r] = [asdict(x) for x in got]
+    parts = {r: part for node in nodes.from_leaders(mine) for r, part in node.items()}
+    offset, rollouts = 0, []
+    for r in range(size):  # keep group ids distinct across ranks
+        rs = [Rollout(**x) for x in parts[r]]
+        for x in rs:
+            if x.start > 0:
+                x.group += offset
+        offset += max((x.group for x in rs), default=0) + 1
+        rollouts.extend(rs)
     if rank == 0:
-        torch.save({"rollouts": [asdict(r) for r in mine], "config": cfg.to_dict()}, path)
-    return mine
+        torch.save({"rollouts": [asdict(r) for r in rollouts], "config": cfg.to_dict()}, path)
+    return rollouts
 
 
-async def guided_rollouts(cfg: TrainConfig, handle: Any, reward: Any, prompt_ids: list[list[int]],
-                          per_prompt: int, show: bool, behaviour: torch.nn.Module) -> list[Rollout]:
-    """Rollouts of the guided policy softmax(l_ref + Q/guide_beta) of ``behaviour`` (the
-    starting model, frozen while they are drawn)."""
-    rank, _ = loop.world()
-    return await onpolicy.collect_guided_rollouts(
-        onpolicy.base_stepper(cfg.model, handle.lm), behaviour, reward, prompt_ids,
-        rollouts=per_prompt, max_tokens=cfg.max_tokens, beta=cfg.guide_beta or cfg.beta,
-        eos=handle.lm.eos_token_id, seed=cfg.seed * 1000 + rank, progress=show)
+async def rank_rollouts(cfg: TrainConfig, handle: Any, reward: Any, prompt_ids: list[list[int]],
+                        share: int, rank: int, show: bool,
+                        behaviour: torch.nn.Module | None) -> list[Rollout]:
+    """Rank ``rank``'s ``share`` rollouts per prompt, seeded seed·1000 + rank."""
+    if cfg.rollout_policy == "guided":
+        return await onpolicy.collect_guided_rollouts(
+            onpolicy.base_stepper(cfg.model, handle.lm), behaviour, reward, prompt_ids,
+            rollouts=share, max_tokens=cfg.max_tokens, beta=cfg.guide_beta or cfg.beta,
+            eos=handle.lm.eos_token_id, seed=cfg.seed * 1000 + rank, progress=show)
+    return await collect_rollouts(handle.lm, reward, prompt_ids, rollouts=share,
+                                  max_tokens=cfg.max_tokens, branch_points=cfg.branch_points,
+                                  branches=cfg.branches, seed=cfg.seed * 1000 + rank,
+                                  temperature=cfg.temperature, branch_from=cfg.branch_from,
+                                  beta=cfg.beta, progress=show)
 
 
 def build_set(cfg: TrainConfig, prompt_ids: list[list[int]], rollouts: list[Rollout], eos: int) -> TrainSet:

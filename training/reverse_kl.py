@@ -20,6 +20,10 @@ better once Q is roughly calibrated). It is usually started from a soft_q model
 (``init_from``, optionally with Q scaled by ``init_scale``): from scratch the only signal is the
 sampled reward.
 
+Data parallel: every rank samples its own episodes (seed·7919 + rank) through the lean forward
+of the base (``onpolicy.base_stepper``), not the engine, so ranks without one (``training.nodes``)
+need a base that forward supports; toys are pure Python on every rank.
+
 Evaluation: on a toy with one prompt, the exact report (KL(pi_theta || pi*) by enumeration);
 otherwise mean reward, KL to the base and R - beta KL on up to ``EVAL_PROMPTS`` held-out
 prompts x ``group`` completions with a fixed seed.
@@ -35,8 +39,8 @@ import torch
 from tqdm.auto import tqdm
 
 from decoders.blocks import step_kl
-from training import loop, objectives, onpolicy, value_net
-from training.config import TrainConfig
+from training import loop, nodes, objectives, onpolicy, value_net
+from training.config import ConfigError, TrainConfig
 from training.exact_eval import exact_evaluator
 
 EVAL_PROMPTS = 256
@@ -129,6 +133,10 @@ async def train(cfg: TrainConfig, handle: Any, reward: Any, prompt_ids: list[lis
     train_prompts = prompt_ids[:len(prompt_ids) - n_val] if n_val else prompt_ids
     val_prompts = prompt_ids[len(prompt_ids) - n_val:][:EVAL_PROMPTS]
     base = onpolicy.base_stepper(cfg.model, handle.lm)
+    if isinstance(base, onpolicy.ProtocolStepper) and isinstance(handle, nodes.Engineless):
+        raise ConfigError(f"reverse_kl with several ranks per node needs a base the lean forward "
+                          f"runs (Llama, Qwen2/3, Mistral): {cfg.model} is not one, and only "
+                          "LOCAL_RANK 0 opens an engine; use --nproc-per-node 1")
     net = loop.data_parallel(model)
     gen = torch.Generator().manual_seed(cfg.seed * 7919 + rank)  # draws prompts and episodes
     order = loop.Order(len(train_prompts), cfg.batch_size // cfg.group, gen)

@@ -6,7 +6,8 @@
                -> value model in the engines' format at ``cfg.out`` (training.loop.save_result)
 
 Both loops run on ``training.loop.train_steps`` (schedule, checkpoints, metrics, data parallel)
-on ``cfg.device`` (``training.loop.resolve_device``; bf16 autocast on CUDA).
+on ``cfg.device`` (``training.loop.resolve_device``; bf16 autocast on CUDA). Under torchrun one
+engine per node (LOCAL_RANK 0) draws the rollouts (``training.nodes``).
 
 Files under ``cfg.out``: the value model (config.json, model.safetensors, tilt.json, tokenizer
 files) and ``train/``: rollouts.pt (offline objectives; reused on --resume), checkpoint.pt,
@@ -21,18 +22,21 @@ from typing import Any
 
 import torch
 
-from training import loop, offline, reverse_kl, value_net
+from training import loop, nodes, offline, reverse_kl, value_net
 from training.config import ConfigError, TrainConfig
 from training.exact_eval import exact_report  # noqa: F401 (bench/toy_train.py imports it from here)
 
 
 async def open_model_and_reward(cfg: TrainConfig) -> tuple[Any, Any]:
-    """(engine handle, reward); a model or reward that cannot be loaded -> ConfigError."""
+    """(engine handle, reward); a model or reward that cannot be loaded -> ConfigError. Under
+    torchrun only LOCAL_RANK 0 of a node opens the engine; the others get the codec and
+    vocabulary without one (``training.nodes.engineless``)."""
     from engines.loader import open_engine
     from rewards.loader import load_reward
 
     try:
-        handle = await open_engine(cfg.model, engine=cfg.engine, **cfg.engine_options)
+        handle = (await open_engine(cfg.model, engine=cfg.engine, **cfg.engine_options)
+                  if nodes.opens_engine() else nodes.engineless(cfg.model))
     except Exception as exc:  # noqa: BLE001 (any load failure is reported the same way)
         raise ConfigError(f"cannot load model {cfg.model!r} (engine {cfg.engine}): {exc}") from exc
     try:
@@ -59,7 +63,8 @@ def encode_prompts(handle: Any, prompts: list[str]) -> list[list[int]]:
 
 async def train_async(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
                       stop_after: int | None = None) -> dict[str, Any]:
-    with loop.distributed():
+    device = loop.resolve_device(cfg.device)   # CUDA asked for but absent: exit 2 at once
+    with loop.distributed(device):                # nccl on CUDA, else gloo
         rank, _ = loop.world()
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
@@ -68,7 +73,6 @@ async def train_async(cfg: TrainConfig, *, resume: bool = False, progress: bool 
 
             hf_logging.disable_progress_bar()
         loop.seed_everything(cfg.seed + rank)
-        device = loop.resolve_device(cfg.device)   # CUDA asked for but absent: exit 2 at once
         handle, reward = await open_model_and_reward(cfg)
         try:
             prompt_ids = encode_prompts(handle, cfg.load_prompts())
