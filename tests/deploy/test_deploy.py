@@ -198,3 +198,31 @@ def test_cpu_image_build_script():
     for path in ("/health", "/ready", "/v1/completions"):
         assert path in text
 
+
+
+def test_readme_scale_out_commands_name_real_files_and_parse(monkeypatch):
+    """The README's "Scale out" section: the files its commands name exist, and its
+    multi-node `tilt serve` (vLLM on Ray) gives the engine the options it says, through the
+    real CLI (the server itself is not started)."""
+    from typer.testing import CliRunner
+
+    import tilt.cmd_serve as cmd_serve
+    from tilt.cli import app
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("\n### Scale out\n", 1)[1].split("\n### ", 1)[0]
+    blocks = re.findall(r"```bash\n(.*?)```", section, re.S)
+    commands = [ln for b in blocks for ln in re.sub(r"\\\n\s*", " ", b).splitlines()]
+    assert any(c.startswith("kubectl apply -k deploy/k8s") for c in commands)
+    for path in set(re.findall(r"(?<![\w/])(?:tests/)?deploy/[\w./-]+", section)):
+        assert (ROOT / path.rstrip(".")).exists(), path
+    (serve,) = [c for c in commands if c.startswith("tilt serve")]
+    got = {}
+    monkeypatch.setattr(cmd_serve, "_serve", lambda cfg, stopper: got.setdefault("cfg", cfg))
+    monkeypatch.setattr(cmd_serve, "run", lambda coro, on_signal=None: None)
+    out = CliRunner().invoke(app, shlex.split(serve.split("#")[0])[1:])
+    assert out.exit_code == 0, out.output
+    assert got["cfg"].engine == "vllm"
+    assert got["cfg"].engine_options == {"tensor_parallel_size": 8, "pipeline_parallel_size": 2,
+                                         "distributed_executor_backend": "ray"}
+    assert "pipeline_parallel_size: 2" in section and "not run" in section
