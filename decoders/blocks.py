@@ -12,6 +12,7 @@ value model) falls back to the base row, so sampling never produces NaNs.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Awaitable, Callable, Sequence
 
 import torch
@@ -125,7 +126,7 @@ async def token_loop(lm: LanguageModel, contexts: Sequence[Context], max_tokens:
     n = len(contexts)
     caps = [int(max_tokens)] * n if isinstance(max_tokens, int) else [int(m) for m in max_tokens]
     ctx = [list(map(int, c)) for c in contexts]
-    blocks = [Block([], [], [], False, {"kl": 0.0}) for _ in range(n)]
+    blocks = [Block([], [], [], False, {"kl": 0.0, "q_over_beta": []}) for _ in range(n)]
     eos = int(lm.eos_token_id)
 
     async def step(live: list[int], _tokens: list[list[int]]) -> list[int]:
@@ -137,8 +138,11 @@ async def token_loop(lm: LanguageModel, contexts: Sequence[Context], max_tokens:
         kl = step_kl(log_q, base)
         rows = torch.arange(len(live))
         drawn, lq_tok, lb_tok = tok.tolist(), log_q[rows, tok].tolist(), base[rows, tok].tolist()
+        q_tok = [math.nan] * len(live) if q is None else (
+            torch.as_tensor(q, dtype=torch.float64)[rows, tok] / beta).tolist()
         emitted: list[tuple[int, list[int]]] = []
-        for i, a, lq, lb, k in zip(live, drawn, lq_tok, lb_tok, kl.tolist(), strict=True):
+        for i, a, lq, lb, k, qt in zip(live, drawn, lq_tok, lb_tok, kl.tolist(), q_tok,
+                                        strict=True):
             b = blocks[i]
             b.extra["kl"] += k
             if a == eos:
@@ -146,6 +150,7 @@ async def token_loop(lm: LanguageModel, contexts: Sequence[Context], max_tokens:
                 continue
             b.proposal_logprobs.append(lq)
             b.base_logprobs.append(lb)
+            b.extra["q_over_beta"].append(qt)
             ctx[i].append(a)
             emitted.append((i, [a]))
         if on_tokens is not None and emitted:
@@ -210,8 +215,10 @@ def stop_blocks(blocks: Sequence[Block], stop_at: StopAt | None,
             stopped.append(False)
             continue
         j = max(k - len(pre), 0)
+        q = b.extra.get("q_over_beta")
         out.append(Block(list(b.tokens[:j]), list(b.proposal_logprobs[:j]),
-                         list(b.base_logprobs[:j]), finished=False))
+                         list(b.base_logprobs[:j]), finished=False,
+                         extra={} if q is None else {"q_over_beta": list(q[:j])}))
         stopped.append(True)
     return out, stopped
 

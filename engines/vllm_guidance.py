@@ -95,20 +95,17 @@ class TiltGuidanceLogitsProcessor(LogitsProcessor):
         if not self.entries:
             return logits
         live = {i: e for i, e in self.entries.items() if i < logits.shape[0]}
-        self._export(logits, live)  # from the rows before guidance: log pi_ref
-        return self._guide(logits, live)
-
-    @staticmethod
-    def _export(logits: torch.Tensor, live: dict[int, _Entry]) -> None:
-        rows = [i for i, e in live.items() if e.export is not None]
-        if not rows:
-            return
-        base = torch.log_softmax(logits[rows].float(), dim=-1)
-        for j, i in enumerate(rows):
+        exported = [i for i, e in live.items() if e.export is not None]
+        # log pi_ref from the rows before guidance; written once this step's Q/beta is known
+        base = torch.log_softmax(logits[exported].float(), dim=-1) if exported else None
+        self._guide(logits, live)
+        for j, i in enumerate(exported):
             e = live[i]
             t = len(e.output)
             newest = int(e.output[-1]) if t else -1
-            e.export.step(t, newest if newest >= 0 else None, base[j])
+            e.export.step(t, newest if newest >= 0 else None, base[j],
+                          None if e.seq is None else e.seq.last)
+        return logits
 
     def _guide(self, logits: torch.Tensor, live: dict[int, _Entry]) -> torch.Tensor:
         rows, seqs, news = [], [], []

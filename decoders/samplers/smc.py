@@ -20,6 +20,8 @@ N particles per run, n runs, all vectorised together (one ``lm.logprobs`` and on
                        psi_b(s') = Q(s' minus its last token, that token) / beta
                    (= V*(s') / beta when Q = Q*, as psi is; any twist keeps the target and an
                    unbiased Z-hat). No full-vocabulary base row is needed: the engine samples.
+                   An engine that reports Q(s_i, y_i)/beta of its blocks' tokens
+                   (``Block.extra["q_over_beta"]``) saves the value-model call.
                    Twist and resampling happen at block ends only.
 
 A particle whose twist is -inf (no allowed continuation) or whose reward is -inf has weight 0.
@@ -107,11 +109,13 @@ class _Particles:
         self.base_lp = torch.zeros(B, **f64)
         self.prop_lp = torch.zeros(B, **f64)
         self.reward = torch.full((B,), float("nan"), **f64)
+        self.end_q = torch.full((B,), float("nan"), **f64)  # engine's Q/beta of the last token
         self.row = torch.full((B,), -1, dtype=torch.long)  # row of this step's model outputs
 
     def take(self, perm: torch.Tensor) -> None:
         """Replace every particle by its ancestor perm[i] (after resampling)."""
-        for name in ("done", "finished", "log_w", "twist", "base_lp", "prop_lp", "reward", "row"):
+        for name in ("done", "finished", "log_w", "twist", "base_lp", "prop_lp", "reward", "row",
+                     "end_q"):
             setattr(self, name, getattr(self, name)[perm])
         p = perm.tolist()
         self.tokens = [list(self.tokens[a]) for a in p]
@@ -203,10 +207,13 @@ async def _twist_at_block_end(P: _Particles, idx: list[int], value: ValueModel |
     model); psi_b = -inf kills the particle."""
     if value is None or not idx:
         return
-    q = (await value.q_values([prompt + P.tokens[i][:-1] for i in idx], beta)).to(torch.float64)
-    last = torch.tensor([P.tokens[i][-1] for i in idx])
-    psi = q[torch.arange(len(idx)), last] / beta
     at = torch.tensor(idx)
+    psi = P.end_q[at].clone()  # reported by the engine, else from the value model
+    ask = torch.isnan(psi).nonzero().squeeze(1).tolist()
+    if ask:
+        q = (await value.q_values([prompt + P.tokens[idx[j]][:-1] for j in ask], beta))
+        last = torch.tensor([P.tokens[idx[j]][-1] for j in ask])
+        psi[ask] = q.to(torch.float64)[torch.arange(len(ask)), last] / beta
     P.log_w[at] = add_log(P.log_w[at], psi - P.twist[at])
     P.twist[at] = psi
     dead = at[torch.isneginf(psi)]
@@ -235,6 +242,8 @@ async def _advance_blocks(P: _Particles, live: list[int], lm: LanguageModel, pro
         P.tokens[i] = P.tokens[i] + list(b.tokens)
         P.tok_lps[i] = P.tok_lps[i] + list(b.proposal_logprobs)
         P.finished[i] = bool(b.finished)
+        q = b.extra.get("q_over_beta")
+        P.end_q[i] = q[-1] if b.tokens and q is not None and len(q) == len(b.tokens) else math.nan
         if b.finished or cut or len(P.tokens[i]) >= max_tokens:
             ended.append(i)
     return ended

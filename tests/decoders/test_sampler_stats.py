@@ -167,3 +167,40 @@ async def test_block_smc_z_hat_unbiased(space):
     z_hat = torch.tensor([s.particle.log_z_hat for s in samples], dtype=torch.float64).exp()
     se = float(z_hat.std()) / len(samples) ** 0.5
     assert abs(float(z_hat.mean()) - float(torch.tensor(sol.log_z).exp())) < 3 * se
+
+
+async def test_block_smc_twist_reported_by_blocks_saves_the_value_call(space, monkeypatch):
+    """Blocks that report Q(s_i, y_i)/beta (``extra["q_over_beta"]``) give block SMC its twist
+    at block ends: the same draws, weights and Z-hat as asking the value model, one call less
+    per block end."""
+    from decoders import blocks as blk
+
+    lm, rw, _ = space
+    value = PerturbedValue(ExactValue(lm).bind(PROMPT, T, reward=rw), eps=1.0)
+    calls = []
+
+    class Counted:
+        async def q_values(self, contexts, beta):
+            calls.append(len(contexts))
+            return await value.q_values(contexts, beta)
+
+    spec = GuidanceSpec(method="smc", n=50, max_tokens=T, beta=1.0, particles=8,
+                        ess_threshold=0.8, seed=5, resample_every=2)
+    reported = await generate(lm, PROMPT, spec, value=Counted(), reward=rw)
+    with_report = len(calls)
+    loop = blk.token_loop
+
+    async def silent(*a, **kw):  # blocks without the report: the value model is asked
+        out = await loop(*a, **kw)
+        for b in out:
+            b.extra.pop("q_over_beta")
+        return out
+
+    monkeypatch.setattr(blk, "token_loop", silent)
+    calls.clear()
+    asked = await generate(lm, PROMPT, spec, value=Counted(), reward=rw)
+    assert len(calls) > with_report
+    assert [s.tokens for s in reported] == [s.tokens for s in asked]
+    for a, b in zip(reported, asked, strict=True):
+        assert a.log_weight == pytest.approx(b.log_weight, abs=1e-9)
+        assert a.particle.log_z_hat == pytest.approx(b.particle.log_z_hat, abs=1e-9)

@@ -200,7 +200,8 @@ async def test_value_models_of_other_architectures_guide_exactly(vllm_demo_engin
 async def test_exported_base_logprobs_equal_the_scoring_pass(vllm_demo_engine, engine_models,
                                                               monkeypatch):
     """The processor's exported log pi_ref of every sampled token (EOS endings, temperature,
-    guided and not) equals vLLM's own prompt-log-prob scoring, and no scoring pass runs."""
+    guided and not) equals vLLM's own prompt-log-prob scoring, and no scoring pass runs; guided
+    blocks also report Q(s_i, y_i)/beta, equal to the value model's own."""
     lm = vllm_demo_engine.lm
     assert lm.export is not None
     ids = vllm_demo_engine.codec.encode("Good things come")
@@ -218,9 +219,16 @@ async def test_exported_base_logprobs_equal_the_scoring_pass(vllm_demo_engine, e
               + await lm.sample_blocks([ids] * 4, 12, params, list(range(4))))
     assert calls == []  # all from the export
     assert any(b.finished for b in blocks) and any(not b.finished for b in blocks)
-    for b in blocks:
+    vm = vllm_demo_engine.value_models[engine_models.vm_name]
+    for k, b in enumerate(blocks):
         want = await scoring(ids, b.tokens)
         assert b.base_logprobs == pytest.approx(want, abs=1e-4)
+        if k < 8 and b.tokens:  # guided: Q(s_i, y_i)/beta as the processor added it
+            q = await vm.q_values([ids + b.tokens[:i] for i in range(len(b.tokens))], 0.5)
+            want_q = [q[i, y].item() / 0.5 for i, y in enumerate(b.tokens)]
+            assert b.extra["q_over_beta"] == pytest.approx(want_q, abs=1e-4)
+        else:
+            assert "q_over_beta" not in b.extra
         if b.finished:
             eos_row = (await lm.logprobs([ids + b.tokens]))[0]
             assert b.eos_base_logprob == pytest.approx(eos_row[lm.eos_token_id].item(), abs=1e-4)
