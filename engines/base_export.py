@@ -10,11 +10,14 @@ for every y; it learns which y was sampled one step later (y_t is the newest out
 step t+1). So at step t it writes one record
 
     record[t] = [ 1,  log pi_ref(y_{t-1} | s_{t-1}),  Q(s_{t-1}, y_{t-1}) / beta,
-                  log pi_ref(stop_j | s_t) for each stop id j ]
+                  KL(q_t || pi_ref(. | s_t)),  log pi_ref(stop_j | s_t) for each stop id j ]
 
 (NaN where unknown, Q/beta NaN for an unguided request; the leading 1 tells a written record
 from a hole) at offset t of the request's file. Q/beta of the last token is block SMC's twist
-at the block's end, so the adapter reports it and no value-model forward is needed there. The adapter asks vLLM for one token more
+at the block's end, so the adapter reports it and no value-model forward is needed there.
+The exact per-step KL is written when the request asks for it (``"kl": true``: guided at
+temperature 1 without truncation or penalties, so q_t = softmax(l_t + Q/beta) is the
+distribution vLLM samples); the adapter sums it over the block's steps. The adapter asks vLLM for one token more
 than it keeps, so the record naming the last kept token exists; a block that ends on a stop id
 takes that token's value from the stop columns. Anything still missing (stop strings, a
 preempted step, the processor not running in this process tree) is NaN, and the adapter falls
@@ -38,32 +41,33 @@ import numpy as np
 import torch
 
 EXPORT_KEY = "tilt_export"
+WIDTH = 4  # columns before the stop ids
 
 
-def parse_export(params: Any) -> tuple[str, list[int]] | None:
-    """(file path, stop ids) when the request asks for exported base log-probs, else None."""
+def parse_export(params: Any) -> tuple[str, list[int], bool] | None:
+    """(file path, stop ids, whether to write the per-step KL) when the request asks for exported base log-probs, else None."""
     extra = getattr(params, "extra_args", None) or {}
     e = extra.get(EXPORT_KEY)
     if e is None:
         return None
     if not isinstance(e, dict) or not isinstance(e.get("path"), str):
         raise ValueError(f"extra_args[{EXPORT_KEY!r}] must be {{'path': str, 'stops': [int]}}")
-    return e["path"], [int(s) for s in e.get("stops") or []]
+    return e["path"], [int(s) for s in e.get("stops") or []], bool(e.get("kl"))
 
 
 class ExportWriter:
     """Processor side: one request's record file (fixed-size float64 records, pwrite)."""
 
-    def __init__(self, path: str, stops: Sequence[int]):
-        self.stops = list(stops)
-        self.width = 3 + len(self.stops)
+    def __init__(self, path: str, stops: Sequence[int], kl: bool = False):
+        self.stops, self.kl = list(stops), kl
+        self.width = WIDTH + len(self.stops)
         self.fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
         self.prev: torch.Tensor | None = None  # log pi_ref(. | s_{t-1})
         self.prev_q: torch.Tensor | None = None  # Q(s_{t-1}, .) / beta
         self.prev_step = -2
 
     def step(self, t: int, newest: int | None, row_logprobs: torch.Tensor,
-             q_row: torch.Tensor | None) -> None:
+             q_row: torch.Tensor | None, kl: float = math.nan) -> None:
         """Write record ``t`` from this step's base log-prob row and Q/beta row (None when
         unguided); ``newest`` is output token t-1 (None at t = 0)."""
         rec = np.full(self.width, np.nan)
@@ -72,8 +76,9 @@ class ExportWriter:
             rec[1] = float(self.prev[newest])
             if self.prev_q is not None and newest < self.prev_q.numel():
                 rec[2] = float(self.prev_q[newest])
+        rec[3] = kl
         if self.stops:
-            rec[3:] = row_logprobs[self.stops].double().cpu().numpy()
+            rec[WIDTH:] = row_logprobs[self.stops].double().cpu().numpy()
         os.pwrite(self.fd, rec.tobytes(), t * self.width * 8)
         self.prev, self.prev_q, self.prev_step = row_logprobs, q_row, t
 
@@ -92,33 +97,35 @@ class ExportDir:
         self.path = tempfile.mkdtemp(prefix="tilt-export-", dir=base)
         self._ids = itertools.count()
 
-    def new(self, stops: Sequence[int]) -> tuple[str, dict[str, Any]]:
+    def new(self, stops: Sequence[int], kl: bool = False) -> tuple[str, dict[str, Any]]:
         """(file path, the extra_args entry) for one request."""
         path = os.path.join(self.path, str(next(self._ids)))
-        return path, {EXPORT_KEY: {"path": path, "stops": list(stops)}}
+        return path, {EXPORT_KEY: {"path": path, "stops": list(stops), "kl": kl}}
 
     @staticmethod
     def read(path: str, tokens: Sequence[int],
-             stops: Sequence[int]) -> tuple[list[float], list[float]]:
-        """(log pi_ref, Q/beta) of each of ``tokens`` (NaN where the processor left no value);
-        the file is removed."""
+             stops: Sequence[int]) -> tuple[list[float], list[float], float]:
+        """(log pi_ref, Q/beta) of each of ``tokens`` (a final EOS included; NaN where the
+        processor left no value) and the KL summed over the steps that drew them (NaN when not
+        written); the file is removed."""
         try:
             raw = np.fromfile(path, dtype=np.float64)
         except OSError:
             raw = np.empty(0)
         finally:
             discard(path)
-        width = 3 + len(stops)
+        width = WIDTH + len(stops)
         recs = raw[: len(raw) // width * width].reshape(-1, width)
         recs[recs[:, 0] != 1.0, 1:] = np.nan  # holes: steps the processor did not write
         base, q = [], []
         for i, y in enumerate(tokens):
             v, qv = (recs[i + 1, 1], recs[i + 1, 2]) if i + 1 < len(recs) else (math.nan,) * 2
             if math.isnan(v) and y in stops and i < len(recs):
-                v = recs[i, 3 + list(stops).index(y)]
+                v = recs[i, WIDTH + list(stops).index(y)]
             base.append(float(v))
             q.append(float(qv))
-        return base, q
+        kl = float(recs[: len(tokens), 3].sum()) if len(tokens) <= len(recs) else math.nan
+        return base, q, kl
 
     def close(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)

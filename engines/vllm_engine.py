@@ -52,7 +52,7 @@ from engines.hf_codec import HFCodec, count_parameters, read_hf_config
 from engines.lean_llama import is_supported
 from engines.value_model import TorchValueModel, check_value_model
 from engines.vllm_cpu import cpu_engine_setup, scoped_env
-from engines.vllm_rows import row_from_flat, sampling_params, token_logprob
+from engines.vllm_rows import make_block, row_from_flat, sampling_params, token_logprob
 
 V1_PROCESSOR = "engines.vllm_guidance:TiltGuidanceLogitsProcessor"
 V2_PROCESSOR = "engines.vllm_guidance_mrv2:TiltGuidanceLogitsProcessorV2"
@@ -184,7 +184,8 @@ class VllmLM:
             ctx = contexts[i]
             cap = min(max_tokens, self.max_model_len - len(ctx))
             stops = self._stop_ids(params)
-            path, more = self._export_for(params, len(ctx) + cap, stops) if shaped else (None, {})
+            path, more = (self._export_for(params, len(ctx) + cap, stops, extra is not None)
+                          if shaped else (None, {}))
             n_ask = cap + 1 if path else cap  # the extra token's step writes the last value
             sp = sampling_params(VSP, max_tokens=n_ask, seed=seeds[i], logprobs=0,
                                  flat_logprobs=True, extra_args={**(extra or {}), **more} or None,
@@ -202,17 +203,20 @@ class VllmLM:
                 out = (await self._final(ctx, sp, on_delta if on_tokens else None)).outputs[0]
                 toks = list(out.token_ids)[:cap]
                 prop = [token_logprob(out.logprobs, j, t) for j, t in enumerate(toks)]
-                base, q = list(prop), None
+                base, q, kl = list(prop), None, math.nan
                 if shaped:
-                    base, q = ExportDir.read(path, toks, stops) if path else ([math.nan], None)
+                    base, q, kl = (ExportDir.read(path, toks, stops) if path
+                                   else ([math.nan], None, math.nan))
                     if any(math.isnan(b) for b in base):
                         base = await self._base_logprobs(ctx, toks)
             finally:
                 if path:
                     discard(path)
-            block = self._block(toks, prop, base, eos)
+            block = make_block(toks, prop, base, eos)
             if extra is not None and q is not None:  # Q(s_i, y_i)/beta as the processor added
                 block.extra["q_over_beta"] = q[: len(block.tokens)]
+            if not math.isnan(kl):  # exact sum of the per-step KL(q || pi_ref)
+                block.extra["kl"] = kl
             return block
 
         return list(await asyncio.gather(*(one(i) for i in range(len(contexts)))))
@@ -220,15 +224,16 @@ class VllmLM:
     def _stop_ids(self, params: SamplingParams) -> list[int]:
         return list(params.stop_token_ids) + ([] if params.ignore_eos else [self.eos_token_id])
 
-    def _export_for(self, params: SamplingParams, end: int,
-                    stops: list[int]) -> tuple[str | None, dict[str, Any]]:
+    def _export_for(self, params: SamplingParams, end: int, stops: list[int],
+                    guided: bool) -> tuple[str | None, dict[str, Any]]:
         """(file, extra_args) for the processor to export this block's base log-probs, or
         (None, {}) where it cannot: no exporting processor, no room for the extra token, or
         a logit bias / min_tokens, which vLLM applies before the processor sees the row."""
         if self.export is None or end + 1 > self.max_model_len or params.logit_bias \
                 or params.min_tokens > 0:
             return None, {}
-        return self.export.new(stops)
+        # the processor's q_t is what vLLM samples only when nothing reshapes it afterwards
+        return self.export.new(stops, kl=guided and not params.shapes_proposal())
 
     async def _base_logprobs(self, ctx: Sequence[int], toks: list[int]) -> list[float]:
         """log pi_ref(y_i | s_i) for the block ``toks`` after ``ctx`` (scoring pass)."""
@@ -255,17 +260,6 @@ class VllmLM:
                     min_tokens=min(params.min_tokens, cap), ignore_eos=params.ignore_eos,
                     stop=list(params.stop) or None, stop_token_ids=stop_ids,
                     detokenize=bool(params.stop))
-
-    def _block(self, toks: list[int], prop: list[float], base: list[float],
-               eos: int | None = -1) -> Block:
-        """A Block; a final EOS leaves ``tokens`` and its log-probs go to the eos_* fields
-        (``eos=None``: EOS does not end a sequence, it stays in ``tokens``)."""
-        eos = self.eos_token_id if eos == -1 else eos
-        base = base + [float("nan")] * (len(toks) - len(base))
-        if toks and eos is not None and toks[-1] == eos:
-            return Block(tokens=toks[:-1], proposal_logprobs=prop[:-1], base_logprobs=base[:-1],
-                         finished=True, eos_proposal_logprob=prop[-1], eos_base_logprob=base[-1])
-        return Block(tokens=toks, proposal_logprobs=prop, base_logprobs=base, finished=False)
 
 
 class VllmEngine:

@@ -20,6 +20,7 @@ one (the GPU default) is ``engines.vllm_guidance_mrv2``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -99,13 +100,27 @@ class TiltGuidanceLogitsProcessor(LogitsProcessor):
         # log pi_ref from the rows before guidance; written once this step's Q/beta is known
         base = torch.log_softmax(logits[exported].float(), dim=-1) if exported else None
         self._guide(logits, live)
+        kls = self._step_kl(logits, base, [live[i] for i in exported], exported)
         for j, i in enumerate(exported):
             e = live[i]
             t = len(e.output)
             newest = int(e.output[-1]) if t else -1
             e.export.step(t, newest if newest >= 0 else None, base[j],
-                          None if e.seq is None else e.seq.last)
+                          None if e.seq is None else e.seq.last, kls[j])
         return logits
+
+    @staticmethod
+    def _step_kl(logits: torch.Tensor, base: torch.Tensor | None, entries: list[_Entry],
+                 rows: list[int]) -> list[float]:
+        """KL(q || pi_ref) of this step, q = softmax(guided row), where the entry asks."""
+        out = [math.nan] * len(rows)
+        want = [j for j, e in enumerate(entries) if e.export.kl]
+        if want:
+            lq = torch.log_softmax(logits[[rows[j] for j in want]].float(), dim=-1)
+            kl = (lq.exp() * (lq - base[want])).nan_to_num(0.0).sum(-1).clamp_min(0.0)
+            for j, v in zip(want, kl.tolist(), strict=True):
+                out[j] = v
+        return out
 
     def _guide(self, logits: torch.Tensor, live: dict[int, _Entry]) -> torch.Tensor:
         rows, seqs, news = [], [], []

@@ -5,6 +5,7 @@ translations the vLLM adapter (``engines.vllm_engine``) needs.
     row_from_flat(flat, position, V)       full-vocabulary log-prob row, float64 [V]
                                            (-inf where absent)
     token_logprob(flat, position, y)       one token's log-prob at a position
+    make_block(tokens, prop, base, eos)    a ``Block``, a final EOS moved to its eos_* fields
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+
+from decoders.protocols import Block
 
 
 def sampling_params(cls: Any, **kw: Any) -> Any:
@@ -48,3 +51,13 @@ def token_logprob(flat: Any, position: int, token: int) -> float:
                 return float(lp)
         raise KeyError(f"token {token} missing from logprobs at position {position}")
     return float(flat[position][token].logprob)
+
+
+def make_block(toks: list[int], prop: list[float], base: list[float], eos: int | None) -> Block:
+    """A Block; a final EOS leaves ``tokens`` and its log-probs go to the eos_* fields
+    (``eos=None``: EOS does not end a sequence, it stays in ``tokens``)."""
+    base = base + [float("nan")] * (len(toks) - len(base))
+    if toks and eos is not None and toks[-1] == eos:
+        return Block(tokens=toks[:-1], proposal_logprobs=prop[:-1], base_logprobs=base[:-1],
+                     finished=True, eos_proposal_logprob=prop[-1], eos_base_logprob=base[-1])
+    return Block(tokens=toks, proposal_logprobs=prop, base_logprobs=base, finished=False)

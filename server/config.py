@@ -38,6 +38,9 @@ class Defaults(_Strict):
     particles: int = Field(8, ge=1)
     ess_threshold: float = Field(0.5, ge=0, le=1)
     block_size: int = Field(4, ge=1)
+    # smc tokens per SMC step; None: NATIVE_RESAMPLE_EVERY where the engine samples the
+    # particles itself (vLLM, value model inside its sampler), 1 (token-level) otherwise
+    resample_every: int | None = Field(None, ge=1)
     candidates: int = Field(4, ge=1)
     max_tokens: int = Field(16, ge=1)
 

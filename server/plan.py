@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from decoders.blocks import can_sample_natively
 from decoders.methods import method_info
 from decoders.protocols import Reward, ValueModel
 from decoders.spec import GuidanceSpec
@@ -30,6 +31,16 @@ from server.schemas import (
     GuidanceRequest,
     RewardScoreRequest,
 )
+
+NATIVE_RESAMPLE_EVERY = 8
+
+
+def default_resample_every(lm: Any, value: ValueModel | None) -> int:
+    """smc's tokens per step when neither the request nor the config sets it: blocks of
+    NATIVE_RESAMPLE_EVERY where the engine samples (and guides) the particles itself, so no
+    full-vocabulary row per particle per token is fetched; token-level (1) otherwise. Both
+    keep the target and an unbiased Z-hat (docs/math.md)."""
+    return NATIVE_RESAMPLE_EVERY if can_sample_natively(lm, value) else 1
 
 
 @dataclass
@@ -261,7 +272,8 @@ class Planner:
                 method=method, n=req.n, max_tokens=max_tokens, beta=g.beta or d.beta,
                 particles=particles,
                 ess_threshold=d.ess_threshold if g.ess_threshold is None else g.ess_threshold,
-                resampling=g.resampling or "systematic", resample_every=g.resample_every or 1,
+                resampling=g.resampling or "systematic", resample_every=g.resample_every or d.resample_every or default_resample_every(
+                    self.state.handle.lm, value),
                 block_size=g.block_size or d.block_size,
                 candidates=candidates, block_select=g.block_select or "argmax",
                 temperature=1.0 if temperature is None else temperature, top_k=top_k,

@@ -88,8 +88,8 @@ def serve(
     smc_requests: int = typer.Option(8, min=1, help="Concurrent particle requests."),
     smc_tokens: int = typer.Option(32, min=1, help="Tokens per particle request."),
     smc_repeats: int = typer.Option(3, min=0, help="Rounds of best_of_n / smc (0: skip)."),
-    smc_resample_every: int = typer.Option(1, min=1, help="smc's guidance.resample_every "
-                                           "(tokens per SMC step)."),
+    smc_resample_every: int = typer.Option(None, min=1, help="smc's guidance.resample_every "
+                                           "(tokens per SMC step; default: the server's)."),
     no_vllm: bool = typer.Option(False, "--no-vllm", help="Skip vLLM's own server."),
     out: Path = typer.Option(None, help="Also write the JSON here."),
 ) -> None:

@@ -238,3 +238,20 @@ async def test_exported_base_logprobs_equal_the_scoring_pass(vllm_demo_engine, e
     [b] = await lm.sample_blocks([ids], 12, SamplingParams(temperature=1.3, stop=[stop]), [0], g)
     assert calls == [len(b.tokens)] and len(b.tokens) < 12
     assert b.base_logprobs == pytest.approx(await scoring(ids, b.tokens), abs=1e-4)
+
+
+async def test_guided_blocks_carry_the_exact_per_step_kl(vllm_demo_engine, engine_models):
+    """At temperature 1 a guided block's ``extra["kl"]`` is sum_t KL(q_t || pi_ref(. | s_t))
+    over its steps (the final EOS step included), from full rows computed independently."""
+    lm = vllm_demo_engine.lm
+    ids = vllm_demo_engine.codec.encode("Good things come")
+    g = Guidance(engine_models.vm_name, 0.5)
+    blocks = await lm.sample_blocks([ids] * 4, 6, SamplingParams(), [5, 6, 7, 8], g)
+    for b in blocks:
+        steps = [ids + b.tokens[:i] for i in range(len(b.tokens) + (1 if b.finished else 0))]
+        lq = await lm.guided_logprobs(steps, g)
+        lp = await lm.logprobs(steps)
+        want = (lq.exp() * (lq - lp)).nan_to_num(0.0).sum().item()
+        assert b.extra["kl"] == pytest.approx(want, abs=1e-3) and b.extra["kl"] >= 0
+    hot = await lm.sample_blocks([ids], 6, SamplingParams(temperature=1.3), [5], g)
+    assert "kl" not in hot[0].extra  # reshaped after the processor: no exact KL from it

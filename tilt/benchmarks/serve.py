@@ -14,7 +14,7 @@ generates exactly that many) one after the other, and measures
 for vLLM, Tilt unguided (``guidance.method = none``) and Tilt token-guided (the default value
 model). Ratios: Tilt/vLLM, and token/unguided against the ideal M/(M+m) (base and value-model
 parameters, from Tilt's /v1/models). Then, on Tilt only, ``smc`` with P particles against
-``best_of_n`` with N = P candidates on the same ``smc_requests`` concurrent requests (no
+``best_of_n`` with N = P (``guidance.particles``) on the same ``smc_requests`` concurrent requests (no
 ``ignore_eos``: smc refuses it, so both may end early at EOS), while a
 probe reads ``/health`` every 50 ms (its latency percentiles are the event loop's
 responsiveness under particle load). Repeats are reported one by one and as median/min/max.
@@ -196,7 +196,7 @@ def engine_settings(max_num_seqs: int = 64) -> dict[str, Any]:
     ``max_model_len`` is added from what Tilt chose for the model."""
     return {"max_num_seqs": max_num_seqs, "dtype": "float32", "enforce_eager": True,
             "max_num_batched_tokens": 16384, "seed": 0, "enable_prefix_caching": True,
-            "kv_cache_gib": 1}
+            "kv_cache_gib": 1, "block_size": 32}
 
 
 def _vllm_server(model_dir: Path, s: dict[str, Any], log_dir: Path) -> Server:
@@ -206,7 +206,7 @@ def _vllm_server(model_dir: Path, s: dict[str, Any], log_dir: Path) -> Server:
             "--port", str(port), "--dtype", s["dtype"], "--max-model-len",
             str(s["max_model_len"]), "--max-num-seqs", str(s["max_num_seqs"]),
             "--max-num-batched-tokens", str(s["max_num_batched_tokens"]),
-            "--seed", str(s["seed"]), "--enable-prefix-caching"]
+            "--seed", str(s["seed"]), "--enable-prefix-caching", "--block-size", str(s["block_size"])]
     if s["enforce_eager"]:
         argv.append("--enforce-eager")
     return Server("vllm", argv, port, "/v1/models", log_dir / "vllm_server.log",
@@ -220,7 +220,7 @@ def _tilt_server(model: str | None, s: dict[str, Any], log_dir: Path) -> Server:
     if model:
         argv += ["--model", model]
     for key in ("max_num_seqs", "max_num_batched_tokens", "dtype", "enforce_eager", "seed",
-                "kv_cache_gib"):  # prefix caching: always on in Tilt's vLLM engine
+                "kv_cache_gib", "block_size"):  # prefix caching: always on in Tilt's vLLM engine
         value = s[key] if isinstance(s[key], str) else json.dumps(s[key])
         argv += ["--engine-option", f"{key}={value}"]
     return Server("tilt", argv, port, "/ready", log_dir / "tilt_server.log")
@@ -240,7 +240,7 @@ async def _measure(server: Server, others: list[Server], work: Any) -> Any:
 async def run_serve_bench(model: str | None = None, clients: int = 32, requests: int = 2,
                           max_tokens: int = 64, repeats: int = 5, particles: int = 16,
                           smc_requests: int = 8, smc_tokens: int = 32, smc_repeats: int = 3,
-                          smc_resample_every: int = 1,
+                          smc_resample_every: int | None = None,
                           with_vllm: bool = True, progress: Callable[[str], None] | None = None,
                           log_dir: Path | None = None) -> dict[str, Any]:
     say = progress or (lambda _m: None)
@@ -294,9 +294,12 @@ async def run_serve_bench(model: str | None = None, clients: int = 32, requests:
         particle_runs: list[dict[str, Any]] = []
         for r in range(smc_repeats):
             row = {}
-            for method, g in (("best_of_n", {"method": "best_of_n", "candidates": particles}),
-                              ("smc", {"method": "smc", "particles": particles,
-                                       "resample_every": smc_resample_every})):
+            smc = {"method": "smc", "particles": particles}
+            if smc_resample_every is not None:  # else the server's default
+                smc["resample_every"] = smc_resample_every
+            # best_of_n's N is guidance.particles (guidance.candidates is blockwise's)
+            for method, g in (("best_of_n", {"method": "best_of_n", "particles": particles}),
+                              ("smc", smc)):
                 res, health = await _measure(tilt, servers[1:], with_health_probe(
                     tilt.url, closed_loop(tilt.url, load(g, smc_tokens, ignore_eos=False),
                                           smc_requests, 1)))
