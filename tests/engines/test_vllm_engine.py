@@ -240,10 +240,16 @@ async def test_exported_base_logprobs_equal_the_scoring_pass(vllm_demo_engine, e
     assert b.base_logprobs == pytest.approx(await scoring(ids, b.tokens), abs=1e-4)
 
 
-async def test_guided_blocks_carry_the_exact_per_step_kl(vllm_demo_engine, engine_models):
-    """At temperature 1 a guided block's ``extra["kl"]`` is sum_t KL(q_t || pi_ref(. | s_t))
-    over its steps (the final EOS step included), from full rows computed independently."""
+async def test_guided_blocks_carry_the_exact_per_step_kl(vllm_demo_engine, engine_models,
+                                                         monkeypatch):
+    """With ``exact_kl``, a guided temperature-1 block's ``extra["kl"]`` is
+    sum_t KL(q_t || pi_ref(. | s_t)) over its steps (the final EOS step included), from full rows
+    computed independently; without it there is none (the sample's log-ratio is used)."""
     lm = vllm_demo_engine.lm
+    ids = vllm_demo_engine.codec.encode("Good things come")
+    g = Guidance(engine_models.vm_name, 0.5)
+    assert "kl" not in (await lm.sample_blocks([ids], 6, SamplingParams(), [5], g))[0].extra
+    monkeypatch.setattr(lm, "exact_kl", True)
     ids = vllm_demo_engine.codec.encode("Good things come")
     g = Guidance(engine_models.vm_name, 0.5)
     blocks = await lm.sample_blocks([ids] * 4, 6, SamplingParams(), [5, 6, 7, 8], g)
