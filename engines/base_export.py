@@ -17,11 +17,15 @@ from a hole) at offset t of the request's file. Q/beta of the last token is bloc
 at the block's end, so the adapter reports it and no value-model forward is needed there.
 The exact per-step KL is written when the request asks for it (``"kl": true``: guided at
 temperature 1 without truncation or penalties, so q_t = softmax(l_t + Q/beta) is the
-distribution vLLM samples); the adapter sums it over the block's steps. The adapter asks vLLM for one token more
-than it keeps, so the record naming the last kept token exists; a block that ends on a stop id
-takes that token's value from the stop columns. Anything still missing (stop strings, a
-preempted step, the processor not running in this process tree) is NaN, and the adapter falls
-back to its scoring pass.
+distribution vLLM samples); the adapter sums it over the block's steps.
+
+No record names the last token of a request (no step follows it). At the request's last
+possible step (``"last": max_tokens - 1``) the processor therefore also writes that step's
+whole rows, log pi_ref(. | s_t) and Q(s_t, .)/beta (float32, ``<file>.tail``), and the adapter
+reads the sampled token's entries from them; a block that ends on a stop id earlier takes that
+token's value from the stop columns. Anything still missing (stop strings, a preempted step,
+the processor not running in this process tree) is NaN, and the adapter falls back to its
+scoring pass.
 
 Files live in a per-engine directory under /dev/shm (RAM) when there is one. A request opts in
 with ``extra_args["tilt_export"] = {"path": file, "stops": [ids]}``, set only by the adapter.
@@ -44,22 +48,23 @@ EXPORT_KEY = "tilt_export"
 WIDTH = 4  # columns before the stop ids
 
 
-def parse_export(params: Any) -> tuple[str, list[int], bool] | None:
-    """(file path, stop ids, whether to write the per-step KL) when the request asks for exported base log-probs, else None."""
+def parse_export(params: Any) -> tuple[str, list[int], bool, int] | None:
+    """(file path, stop ids, whether to write the per-step KL, the last step) when the request asks for exported base log-probs, else None."""
     extra = getattr(params, "extra_args", None) or {}
     e = extra.get(EXPORT_KEY)
     if e is None:
         return None
     if not isinstance(e, dict) or not isinstance(e.get("path"), str):
         raise ValueError(f"extra_args[{EXPORT_KEY!r}] must be {{'path': str, 'stops': [int]}}")
-    return e["path"], [int(s) for s in e.get("stops") or []], bool(e.get("kl"))
+    return (e["path"], [int(s) for s in e.get("stops") or []], bool(e.get("kl")),
+            int(e.get("last", -1)))
 
 
 class ExportWriter:
     """Processor side: one request's record file (fixed-size float64 records, pwrite)."""
 
-    def __init__(self, path: str, stops: Sequence[int], kl: bool = False):
-        self.stops, self.kl = list(stops), kl
+    def __init__(self, path: str, stops: Sequence[int], kl: bool = False, last: int = -1):
+        self.path, self.stops, self.kl, self.last = path, list(stops), kl, last
         self.width = WIDTH + len(self.stops)
         self.fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
         self.prev: torch.Tensor | None = None  # log pi_ref(. | s_{t-1})
@@ -80,6 +85,11 @@ class ExportWriter:
         if self.stops:
             rec[WIDTH:] = row_logprobs[self.stops].double().cpu().numpy()
         os.pwrite(self.fd, rec.tobytes(), t * self.width * 8)
+        if t == self.last:  # the token drawn now ends the request: its rows, for the adapter
+            q = np.full(row_logprobs.numel(), np.nan, dtype=np.float32)
+            if q_row is not None:
+                q[: q_row.numel()] = q_row.float().cpu().numpy()
+            np.concatenate([row_logprobs.float().cpu().numpy(), q]).tofile(self.path + ".tail")
         self.prev, self.prev_q, self.prev_step = row_logprobs, q_row, t
 
     def close(self) -> None:
@@ -97,10 +107,12 @@ class ExportDir:
         self.path = tempfile.mkdtemp(prefix="tilt-export-", dir=base)
         self._ids = itertools.count()
 
-    def new(self, stops: Sequence[int], kl: bool = False) -> tuple[str, dict[str, Any]]:
-        """(file path, the extra_args entry) for one request."""
+    def new(self, stops: Sequence[int], kl: bool = False,
+            max_tokens: int = 0) -> tuple[str, dict[str, Any]]:
+        """(file path, the extra_args entry) for one request of up to ``max_tokens``."""
         path = os.path.join(self.path, str(next(self._ids)))
-        return path, {EXPORT_KEY: {"path": path, "stops": list(stops), "kl": kl}}
+        return path, {EXPORT_KEY: {"path": path, "stops": list(stops), "kl": kl,
+                                   "last": max_tokens - 1}}
 
     @staticmethod
     def read(path: str, tokens: Sequence[int],
@@ -112,8 +124,11 @@ class ExportDir:
             raw = np.fromfile(path, dtype=np.float64)
         except OSError:
             raw = np.empty(0)
-        finally:
-            discard(path)
+        try:
+            tail = np.fromfile(path + ".tail", dtype=np.float32)
+        except OSError:
+            tail = np.empty(0, dtype=np.float32)
+        discard(path)
         width = WIDTH + len(stops)
         recs = raw[: len(raw) // width * width].reshape(-1, width)
         recs[recs[:, 0] != 1.0, 1:] = np.nan  # holes: steps the processor did not write
@@ -122,6 +137,8 @@ class ExportDir:
             v, qv = (recs[i + 1, 1], recs[i + 1, 2]) if i + 1 < len(recs) else (math.nan,) * 2
             if math.isnan(v) and y in stops and i < len(recs):
                 v = recs[i, WIDTH + list(stops).index(y)]
+            if math.isnan(v) and i == len(tokens) - 1 and len(tail) and i < len(recs):
+                v, qv = tail[y], tail[len(tail) // 2 + y]  # the last step's rows
             base.append(float(v))
             q.append(float(qv))
         kl = float(recs[: len(tokens), 3].sum()) if len(tokens) <= len(recs) else math.nan
@@ -132,7 +149,9 @@ class ExportDir:
 
 
 def discard(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
+    """Remove a request's files (record and tail)."""
+    for p in (path, path + ".tail"):
+        try:
+            os.unlink(p)
+        except FileNotFoundError:
+            pass

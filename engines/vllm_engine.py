@@ -13,8 +13,8 @@ Only imports common to both builds are used. What the adapter maps, and how:
   ``logprobs_mode="processed_logprobs"``, so the sampled tokens' log-probs are the proposal's
   (guided, temperature and top-k/top-p applied) — what SMC weights need. Base log-probs
   log pi_ref(y_i | s_i) (and Q(s_i, y_i)/beta) come from the V1 processor itself
-  (``engines.base_export``: the request asks for one token more than it keeps, so the last
-  kept token's value exists); where it cannot (stop strings, logit_bias, min_tokens, MRV2)
+  (``engines.base_export``: at the request's last step it also writes the whole rows, for
+  the last token); where it cannot (stop strings, logit_bias, min_tokens, MRV2)
   from a scoring pass over context + block with ``prompt_logprobs=0`` (raw logits). Unshaped
   unguided blocks need neither (proposal = base).
   EOS is not returned in ``Block.tokens``; its log-probs are ``Block.eos_proposal_logprob``
@@ -185,24 +185,20 @@ class VllmLM:
             ctx = contexts[i]
             cap = min(max_tokens, self.max_model_len - len(ctx))
             stops = self._stop_ids(params)
-            path, more = (self._export_for(params, len(ctx) + cap, stops, extra is not None)
+            path, more = (self._export_for(params, cap, stops, extra is not None)
                           if shaped else (None, {}))
-            n_ask = cap + 1 if path else cap  # the extra token's step writes the last value
-            sp = sampling_params(VSP, max_tokens=n_ask, seed=seeds[i], logprobs=0,
+            sp = sampling_params(VSP, max_tokens=cap, seed=seeds[i], logprobs=0,
                                  flat_logprobs=True, extra_args={**(extra or {}), **more} or None,
                                  **self._sampler_fields(params, cap))
-            sent = 0
 
             async def on_delta(toks: list[int]) -> None:
-                nonlocal sent
-                toks, sent = toks[: max(0, cap - sent)], sent + len(toks)
                 toks = [t for t in toks if t != eos]
                 if toks:
                     await on_tokens(i, toks)
 
             try:
                 out = (await self._final(ctx, sp, on_delta if on_tokens else None)).outputs[0]
-                toks = list(out.token_ids)[:cap]
+                toks = list(out.token_ids)
                 prop = [token_logprob(out.logprobs, j, t) for j, t in enumerate(toks)]
                 base, q, kl = list(prop), None, math.nan
                 if shaped:
@@ -225,16 +221,16 @@ class VllmLM:
     def _stop_ids(self, params: SamplingParams) -> list[int]:
         return list(params.stop_token_ids) + ([] if params.ignore_eos else [self.eos_token_id])
 
-    def _export_for(self, params: SamplingParams, end: int, stops: list[int],
+    def _export_for(self, params: SamplingParams, cap: int, stops: list[int],
                     guided: bool) -> tuple[str | None, dict[str, Any]]:
         """(file, extra_args) for the processor to export this block's base log-probs, or
-        (None, {}) where it cannot: no exporting processor, no room for the extra token, or
-        a logit bias / min_tokens, which vLLM applies before the processor sees the row."""
-        if self.export is None or end + 1 > self.max_model_len or params.logit_bias \
-                or params.min_tokens > 0:
+        (None, {}) where it cannot: no exporting processor, or a logit bias / min_tokens,
+        which vLLM applies before the processor sees the row."""
+        if self.export is None or params.logit_bias or params.min_tokens > 0:
             return None, {}
         # the processor's q_t is what vLLM samples only when nothing reshapes it afterwards
-        return self.export.new(stops, kl=self.exact_kl and guided and not params.shapes_proposal())
+        kl = self.exact_kl and guided and not params.shapes_proposal()
+        return self.export.new(stops, kl=kl, max_tokens=cap)
 
     async def _base_logprobs(self, ctx: Sequence[int], toks: list[int]) -> list[float]:
         """log pi_ref(y_i | s_i) for the block ``toks`` after ``ctx`` (scoring pass)."""
