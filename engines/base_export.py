@@ -21,11 +21,12 @@ distribution vLLM samples); the adapter sums it over the block's steps.
 
 No record names the last token of a request (no step follows it). At the request's last
 possible step (``"last": max_tokens - 1``) the processor therefore also writes that step's
-whole rows, log pi_ref(. | s_t) and Q(s_t, .)/beta (float32, ``<file>.tail``), and the adapter
-reads the sampled token's entries from them; a block that ends on a stop id earlier takes that
+whole rows, log pi_ref(. | s_t) and Q(s_t, .)/beta (float32, after the ``max_tokens``
+records of the same file), and the adapter reads the sampled token's entries from them; a block that ends on a stop id earlier takes that
 token's value from the stop columns. Anything still missing (stop strings, a preempted step,
 the processor not running in this process tree) is NaN, and the adapter falls back to its
-scoring pass.
+scoring pass. A write that fails (``/dev/shm`` full) stops that request's export: the engine
+keeps running and the adapter falls back.
 
 Files live in a per-engine directory under /dev/shm (RAM) when there is one. A request opts in
 with ``extra_args["tilt_export"] = {"path": file, "stops": [ids]}``, set only by the adapter.
@@ -64,7 +65,7 @@ class ExportWriter:
     """Processor side: one request's record file (fixed-size float64 records, pwrite)."""
 
     def __init__(self, path: str, stops: Sequence[int], kl: bool = False, last: int = -1):
-        self.path, self.stops, self.kl, self.last = path, list(stops), kl, last
+        self.stops, self.kl, self.last = list(stops), kl, last
         self.width = WIDTH + len(self.stops)
         self.fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
         self.prev: torch.Tensor | None = None  # log pi_ref(. | s_{t-1})
@@ -84,13 +85,22 @@ class ExportWriter:
         rec[3] = kl
         if self.stops:
             rec[WIDTH:] = row_logprobs[self.stops].double().cpu().numpy()
-        os.pwrite(self.fd, rec.tobytes(), t * self.width * 8)
+        self._write(rec.tobytes(), t * self.width * 8)
         if t == self.last:  # the token drawn now ends the request: its rows, for the adapter
             q = np.full(row_logprobs.numel(), np.nan, dtype=np.float32)
             if q_row is not None:
                 q[: q_row.numel()] = q_row.float().cpu().numpy()
-            np.concatenate([row_logprobs.float().cpu().numpy(), q]).tofile(self.path + ".tail")
+            rows = np.concatenate([row_logprobs.float().cpu().numpy(), q])
+            self._write(rows.tobytes(), (self.last + 1) * self.width * 8)
         self.prev, self.prev_q, self.prev_step = row_logprobs, q_row, t
+
+    def _write(self, data: bytes, offset: int) -> None:
+        if self.fd < 0:
+            return
+        try:
+            os.pwrite(self.fd, data, offset)
+        except OSError:  # no room: this request's values go missing, the adapter scores them
+            self.close()
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -115,22 +125,22 @@ class ExportDir:
                                    "last": max_tokens - 1}}
 
     @staticmethod
-    def read(path: str, tokens: Sequence[int],
-             stops: Sequence[int]) -> tuple[list[float], list[float], float]:
+    def read(path: str, tokens: Sequence[int], stops: Sequence[int],
+             max_tokens: int) -> tuple[list[float], list[float], float]:
         """(log pi_ref, Q/beta) of each of ``tokens`` (a final EOS included; NaN where the
         processor left no value) and the KL summed over the steps that drew them (NaN when not
         written); the file is removed."""
         try:
-            raw = np.fromfile(path, dtype=np.float64)
+            with open(path, "rb") as f:
+                data = f.read()
         except OSError:
-            raw = np.empty(0)
-        try:
-            tail = np.fromfile(path + ".tail", dtype=np.float32)
-        except OSError:
-            tail = np.empty(0, dtype=np.float32)
+            data = b""
         discard(path)
         width = WIDTH + len(stops)
-        recs = raw[: len(raw) // width * width].reshape(-1, width)
+        head = min(len(data), max_tokens * width * 8) // (width * 8) * width * 8
+        recs = np.frombuffer(data[:head], dtype=np.float64).reshape(-1, width).copy()
+        rest = data[max_tokens * width * 8:]
+        tail = np.frombuffer(rest[: len(rest) // 8 * 8], dtype=np.float32)  # two rows
         recs[recs[:, 0] != 1.0, 1:] = np.nan  # holes: steps the processor did not write
         base, q = [], []
         for i, y in enumerate(tokens):
@@ -149,9 +159,7 @@ class ExportDir:
 
 
 def discard(path: str) -> None:
-    """Remove a request's files (record and tail)."""
-    for p in (path, path + ".tail"):
-        try:
-            os.unlink(p)
-        except FileNotFoundError:
-            pass
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

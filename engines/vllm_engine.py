@@ -202,7 +202,7 @@ class VllmLM:
                 prop = [token_logprob(out.logprobs, j, t) for j, t in enumerate(toks)]
                 base, q, kl = list(prop), None, math.nan
                 if shaped:
-                    base, q, kl = (ExportDir.read(path, toks, stops) if path
+                    base, q, kl = (ExportDir.read(path, toks, stops, cap) if path
                                    else ([math.nan], None, math.nan))
                     if any(math.isnan(b) for b in base):
                         base = await self._base_logprobs(ctx, toks)
