@@ -104,10 +104,25 @@ class GuidanceRuntime:
                 by_model.setdefault(s.model, []).append(i)
         for name, idx in by_model.items():
             model = self.models[name]
-            logits = model.extend([seqs[i].slot for i in idx], [seqs[i].fed for i in idx],
-                                  [new_tokens[i] for i in idx])
+            # Identical contexts fed from scratch in one step (n samples of a prompt, particles
+            # copied by resampling) run through the value model once; the copies get its cache.
+            row, uniq, first, copies = [], [], {}, []
+            for i in idx:
+                key = tuple(new_tokens[i]) if seqs[i].fed == 0 else None
+                if key is not None and key in first:
+                    row.append(first[key])
+                    copies.append((uniq[first[key]], i))
+                    continue
+                if key is not None:
+                    first[key] = len(uniq)
+                row.append(len(uniq))
+                uniq.append(i)
+            logits = model.extend([seqs[i].slot for i in uniq], [seqs[i].fed for i in uniq],
+                                  [new_tokens[i] for i in uniq])
+            for lead, i in copies:
+                model.copy_slot(seqs[lead].slot, seqs[i].slot, len(new_tokens[i]))
             beta = torch.tensor([seqs[i].beta for i in idx], device=self.device)
-            corr = q_from_logits(logits, beta, self.atoms[name]) / beta[:, None]
+            corr = q_from_logits(logits[row], beta, self.atoms[name]) / beta[:, None]
             v = self.vocab[name]
             out[idx, :v] = corr
             for j, i in enumerate(idx):

@@ -164,3 +164,34 @@ async def test_runtime_distributional_value_model(tmp_path, engine_models):
         want = (await ref.q_values([c], s.beta))[0] / s.beta
         assert (corr[i].double() - want).abs().max() < 1e-4
     assert rt.start("unknown", 1.0) is None
+
+
+async def test_runtime_prefills_identical_fresh_contexts_once(engine_models, ref_vm, monkeypatch):
+    """n guided requests with the same prompt (different betas) run the value model over the
+    prompt once; every request still gets Q(s)/beta for its own beta, and after different
+    next tokens (each slot extends its copied cache) its own context's row."""
+    from engines.guidance_state import GuidanceRuntime
+
+    rt = GuidanceRuntime({"vm": str(engine_models.value_model)})
+    lean = rt.models["vm"]
+    fed = []
+    extend = lean.extend
+
+    def counted(slots, starts, toks):
+        fed.append(sum(len(t) for t in toks))
+        return extend(slots, starts, toks)
+
+    monkeypatch.setattr(lean, "extend", counted)
+    prompt, betas = [5, 6, 7, 8], [0.5, 1.0, 2.0]
+    seqs = [rt.start("vm", b) for b in betas] + [rt.start("vm", 1.0)]
+    ctxs = [prompt] * 3 + [[9, 10]]
+    corr = rt.corrections(seqs, ctxs)
+    assert fed == [len(prompt) + 2]  # the shared prompt once, the other context
+    for i, (c, s) in enumerate(zip(ctxs, seqs, strict=True)):
+        want = (await ref_vm.q_values([c], s.beta))[0] / s.beta
+        assert (corr[i, : want.numel()].double() - want).abs().max() < 1e-4
+    nxt = [[11], [12], [13], [14]]
+    corr = rt.corrections(seqs, nxt)
+    for i, (c, s) in enumerate(zip(ctxs, seqs, strict=True)):
+        want = (await ref_vm.q_values([c + nxt[i]], s.beta))[0] / s.beta
+        assert (corr[i, : want.numel()].double() - want).abs().max() < 1e-4
