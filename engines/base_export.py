@@ -22,14 +22,15 @@ distribution vLLM samples); the adapter sums it over the block's steps.
 No record names the last token of a request (no step follows it). At the request's last
 possible step (``"last": max_tokens - 1``) the processor therefore also writes that step's
 whole rows, log pi_ref(. | s_t) and Q(s_t, .)/beta (float32, after the ``max_tokens``
-records of the same file), and the adapter reads the sampled token's entries from them; a block that ends on a stop id earlier takes that
-token's value from the stop columns. Anything still missing (stop strings, a preempted step,
+records of the same file), and the adapter reads the sampled token's entries from them; a
+block that ends on a stop id earlier takes that token's value from the stop columns. Anything still missing (stop strings, a preempted step,
 the processor not running in this process tree) is NaN, and the adapter falls back to its
 scoring pass. A write that fails (``/dev/shm`` full) stops that request's export: the engine
 keeps running and the adapter falls back.
 
 Files live in a per-engine directory under /dev/shm (RAM) when there is one. A request opts in
-with ``extra_args["tilt_export"] = {"path": file, "stops": [ids]}``, set only by the adapter.
+with ``extra_args["tilt_export"] = {"path": file, "stops": [ids], "kl": bool, "last": int}``,
+set only by the adapter.
 """
 
 from __future__ import annotations
