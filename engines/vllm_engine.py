@@ -286,6 +286,8 @@ class VllmEngine:
         than the sample's log-ratio), at about 5% of guided throughput. Extra keyword
         arguments (e.g. ``tensor_parallel_size``) go to ``AsyncEngineArgs``; unknown ones raise
         ValueError."""
+        if not isinstance(exact_kl, bool):
+            raise ValueError(f"exact_kl must be true or false, got {exact_kl!r}")
         model_dir, cfg = read_hf_config(model)
         self = cls()
         self.model_dir = model_dir
@@ -325,7 +327,7 @@ class VllmEngine:
         self.max_tokens_cap = max_tokens_cap or self.max_model_len
         self.lm = VllmLM(self.engine, vocab, self.codec.eos_token_id, self.max_model_len,
                          self.value_models, self.loop)
-        self.lm.exact_kl = bool(exact_kl)
+        self.lm.exact_kl = exact_kl
         if not vllm_config.use_v2_model_runner:  # only the V1 processor exports base log-probs
             self.lm.export = ExportDir()
         self.num_parameters = count_parameters(model_dir)
