@@ -46,18 +46,19 @@ from typing import Any
 import numpy as np
 import torch
 
+from engines.guidance_state import extra_entry
+
 EXPORT_KEY = "tilt_export"
 WIDTH = 4  # columns before the stop ids
 
 
 def parse_export(params: Any) -> tuple[str, list[int], bool, int] | None:
-    """(file path, stop ids, whether to write the per-step KL, the last step) when the request asks for exported base log-probs, else None."""
-    extra = getattr(params, "extra_args", None) or {}
-    e = extra.get(EXPORT_KEY)
+    """(file path, stop ids, whether to write the per-step KL, the last step) when the request
+    asks for exported base log-probs, else None."""
+    e = extra_entry(params, EXPORT_KEY, "{'path': str, 'stops': [int], 'kl': bool, 'last': int}",
+                    "path")
     if e is None:
         return None
-    if not isinstance(e, dict) or not isinstance(e.get("path"), str):
-        raise ValueError(f"extra_args[{EXPORT_KEY!r}] must be {{'path': str, 'stops': [int]}}")
     return (e["path"], [int(s) for s in e.get("stops") or []], bool(e.get("kl")),
             int(e.get("last", -1)))
 

@@ -32,16 +32,23 @@ def guidance_extra_args(value_model: str, beta: float) -> dict[str, Any]:
     return {EXTRA_KEY: {"value_model": value_model, "beta": float(beta)}}
 
 
-def parse_guidance(params: Any) -> tuple[str, float] | None:
-    """(value model name, beta) from a request's SamplingParams, or None when unguided.
+def extra_entry(params: Any, key: str, shape: str, text_field: str) -> dict | None:
+    """``params.extra_args[key]`` (a dict with a string ``text_field``), None when absent.
 
-    Raises ValueError for a malformed request (vLLM maps it to a validation error)."""
-    extra = getattr(params, "extra_args", None) or {}
-    g = extra.get(EXTRA_KEY)
+    Raises ValueError for a malformed entry (vLLM maps it to a validation error)."""
+    entry = (getattr(params, "extra_args", None) or {}).get(key)
+    if entry is None:
+        return None
+    if not isinstance(entry, dict) or not isinstance(entry.get(text_field), str):
+        raise ValueError(f"extra_args[{key!r}] must be {shape}")
+    return entry
+
+
+def parse_guidance(params: Any) -> tuple[str, float] | None:
+    """(value model name, beta) from a request's SamplingParams, or None when unguided."""
+    g = extra_entry(params, EXTRA_KEY, "{'value_model': str, 'beta': float}", "value_model")
     if g is None:
         return None
-    if not isinstance(g, dict) or not isinstance(g.get("value_model"), str):
-        raise ValueError(f"extra_args[{EXTRA_KEY!r}] must be {{'value_model': str, 'beta': float}}")
     beta = g.get("beta")
     if not isinstance(beta, (int, float)) or not math.isfinite(beta) or beta <= 0:
         raise ValueError(f"guidance beta must be a finite number > 0, got {beta!r}")
