@@ -4,7 +4,9 @@
     await generate(lm, ...); lm.positions   # next-token distributions computed
 
 One position is one next-token distribution the sampler asked for: a context of an
-``lm.logprobs`` call, or a token of an ``lm.sample_blocks`` block (its final EOS included).
+``lm.logprobs`` call, or a token of an ``lm.sample_blocks`` block (its final EOS included), or
+a token a stream (``lm.open_stream``) sampled, read or not (a stream aborted at a block end may
+have sampled ahead; its count is taken when it is closed).
 ``tilt eval`` reports it as compute and the server as ``usage.generated_tokens``.
 """
 
@@ -42,5 +44,32 @@ class CountingBlockLM(CountingLM):
         return blocks
 
 
+class CountingStreamLM(CountingBlockLM):
+    """``CountingBlockLM`` for engines that also open streams (``StreamSampler``)."""
+
+    def open_stream(self, context, max_tokens, seed, guidance=None):
+        return _CountedStream(self, self.inner.open_stream(context, max_tokens, seed, guidance))
+
+
+class _CountedStream:
+    def __init__(self, owner: CountingLM, inner: Any):
+        self.owner, self.inner, self.counted = owner, inner, False
+
+    @property
+    def generated(self) -> int:
+        return self.inner.generated
+
+    async def next_block(self, k: int):
+        return await self.inner.next_block(k)
+
+    def close(self) -> None:
+        self.inner.close()
+        if not self.counted:
+            self.owner.positions += self.inner.generated
+            self.counted = True
+
+
 def counting(lm: Any) -> CountingLM:
+    if hasattr(lm, "open_stream"):
+        return CountingStreamLM(lm)
     return CountingBlockLM(lm) if hasattr(lm, "sample_blocks") else CountingLM(lm)

@@ -17,7 +17,10 @@ many requests on one event loop.
 Optional capability: an engine may also implement ``BlockSampler.sample_blocks`` — native
 sampling of several tokens per call (vLLM does it inside its batched sampler, guidance
 included). Samplers in ``decoders`` use it when present and fall back to a token loop over
-``logprobs`` otherwise (see ``decoders.blocks``).
+``logprobs`` otherwise (see ``decoders.blocks``). An engine may also implement
+``StreamSampler.open_stream``: one running request per context, handed out a block at a
+time, so a particle method's survivors keep their request across block ends
+(``decoders.streams``).
 """
 
 from __future__ import annotations
@@ -159,4 +162,33 @@ class BlockSampler(Protocol):
         ``on_tokens`` (optional) is awaited with each context's new tokens as they are
         sampled, for streaming. Cancelling the awaiting task aborts the engine work.
         """
+        ...
+
+
+@runtime_checkable
+class ParticleStream(Protocol):
+    """One running native request after a fixed context, read a block at a time.
+
+    The engine may sample ahead of what has been read; tokens not yet read are draws from the
+    same proposal q(. | context + tokens read so far), whatever the reader decided meanwhile.
+    """
+
+    generated: int  # tokens the engine has sampled so far (read or not)
+
+    async def next_block(self, k: int) -> Block:
+        """The next up to ``k`` tokens (fewer when the request ends: EOS, ``max_tokens``)."""
+        ...
+
+    def close(self) -> None:
+        """Abort the request (no-op when it has ended); tokens not read are dropped."""
+        ...
+
+
+@runtime_checkable
+class StreamSampler(Protocol):
+    """Optional: native requests that keep running across block ends (vLLM)."""
+
+    def open_stream(self, context: Context, max_tokens: int, seed: int | None,
+                    guidance: Guidance | None = None) -> ParticleStream:
+        """Start sampling up to ``max_tokens`` tokens at temperature 1 (guided when asked)."""
         ...

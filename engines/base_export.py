@@ -111,7 +111,8 @@ class ExportWriter:
 
 
 class ExportDir:
-    """Adapter side: a directory of per-request files, read once each request has finished."""
+    """Adapter side: a directory of per-request files, read when a request has finished
+    (``read``) or span by span while it runs (``read_span``, engines.vllm_stream)."""
 
     def __init__(self) -> None:
         shm = "/dev/shm"
@@ -132,12 +133,20 @@ class ExportDir:
         """(log pi_ref, Q/beta) of each of ``tokens`` (a final EOS included; NaN where the
         processor left no value) and the KL summed over the steps that drew them (NaN when not
         written); the file is removed."""
+        out = ExportDir.read_span(path, tokens, 0, stops, max_tokens)
+        discard(path)
+        return out
+
+    @staticmethod
+    def read_span(path: str, tokens: Sequence[int], start: int, stops: Sequence[int],
+                  max_tokens: int) -> tuple[list[float], list[float], float]:
+        """``read`` for ``tokens[start:]`` of a request that may still be running (then its
+        file holds the records of every token before the newest one); the file is kept."""
         try:
             with open(path, "rb") as f:
                 data = f.read()
         except OSError:
             data = b""
-        discard(path)
         width = WIDTH + len(stops)
         head = min(len(data), max_tokens * width * 8) // (width * 8) * width * 8
         recs = np.frombuffer(data[:head], dtype=np.float64).reshape(-1, width).copy()
@@ -145,7 +154,8 @@ class ExportDir:
         tail = np.frombuffer(rest[: len(rest) // 8 * 8], dtype=np.float32)  # two rows
         recs[recs[:, 0] != 1.0, 1:] = np.nan  # holes: steps the processor did not write
         base, q = [], []
-        for i, y in enumerate(tokens):
+        for i in range(start, len(tokens)):
+            y = tokens[i]
             v, qv = (recs[i + 1, 1], recs[i + 1, 2]) if i + 1 < len(recs) else (math.nan,) * 2
             if math.isnan(v) and y in stops and i < len(recs):
                 v = recs[i, WIDTH + list(stops).index(y)]
@@ -153,7 +163,7 @@ class ExportDir:
                 v, qv = tail[y], tail[len(tail) // 2 + y]  # the last step's rows
             base.append(float(v))
             q.append(float(qv))
-        kl = float(recs[: len(tokens), 3].sum()) if len(tokens) <= len(recs) else math.nan
+        kl = float(recs[start: len(tokens), 3].sum()) if len(tokens) <= len(recs) else math.nan
         return base, q, kl
 
     def close(self) -> None:

@@ -21,10 +21,11 @@ Only imports common to both builds are used. What the adapter maps, and how:
   and ``Block.eos_base_logprob``. vLLM's other sampler fields (min_p, the three penalties,
   logit_bias, min_tokens, ignore_eos, stop strings and stop token ids; ``sampling_fields``)
   go to vLLM's ``SamplingParams`` as they are, so vLLM applies and stops on them.
-- ``AsyncLLM`` lives on its own event loop and thread (``engines.engine_loop``): its output
-  handler's Python work (full-vocabulary rows) never runs on the server's loop.
-- Cancelling the awaiting task cancels the per-request consumers (across the two loops);
-  ``AsyncLLM.generate`` aborts a request whose consumer is cancelled.
+- ``open_stream(...)``: one request that keeps running, read a block at a time
+  (``engines.vllm_stream``; block SMC's particles).
+- ``AsyncLLM`` lives on its own event loop and thread (``engines.engine_loop``), so its output
+  handler never runs on the server's loop. Cancelling the awaiting task cancels the
+  per-request consumers there; ``AsyncLLM.generate`` then aborts the request.
 - Value model paths reach the engine-core process via
   ``additional_config["tilt_value_models"]``; requests naming an unknown value model or
   beta <= 0 raise ValueError here, before reaching the engine.
@@ -53,6 +54,7 @@ from engines.lean_llama import is_supported
 from engines.value_model import TorchValueModel, check_value_model
 from engines.vllm_cpu import cpu_engine_setup, scoped_env
 from engines.vllm_rows import make_block, row_from_flat, sampling_params, token_logprob
+from engines.vllm_stream import VllmStream
 
 V1_PROCESSOR = "engines.vllm_guidance:TiltGuidanceLogitsProcessor"
 V2_PROCESSOR = "engines.vllm_guidance_mrv2:TiltGuidanceLogitsProcessorV2"
@@ -65,7 +67,7 @@ def _runs_natively(path: str | Path) -> bool:
 
 
 class VllmLM:
-    """``LanguageModel`` + ``BlockSampler`` over an ``AsyncLLM``."""
+    """``LanguageModel``, ``BlockSampler`` and ``StreamSampler`` over an ``AsyncLLM``."""
 
     sampling_fields = frozenset(EXTENDED_FIELDS)  # applied natively by sample_blocks
 
@@ -217,6 +219,11 @@ class VllmLM:
             return block
 
         return list(await asyncio.gather(*(one(i) for i in range(len(contexts)))))
+
+    def open_stream(self, context: Sequence[int], max_tokens: int, seed: int | None,
+                    guidance: Guidance | None = None) -> VllmStream:
+        """A request that keeps running, read a block at a time (``engines.vllm_stream``)."""
+        return VllmStream(self, context, max_tokens, seed, self.check_guidance(guidance))
 
     def _stop_ids(self, params: SamplingParams) -> list[int]:
         return list(params.stop_token_ids) + ([] if params.ignore_eos else [self.eos_token_id])

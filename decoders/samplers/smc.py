@@ -22,7 +22,10 @@ N particles per run, n runs, all vectorised together (one ``lm.logprobs`` and on
                    unbiased Z-hat). No full-vocabulary base row is needed: the engine samples.
                    An engine that reports Q(s_i, y_i)/beta of its blocks' tokens
                    (``Block.extra["q_over_beta"]``) saves the value-model call.
-                   Twist and resampling happen at block ends only.
+                   Twist and resampling happen at block ends only. On an engine that opens
+                   streams (``decoders.streams``) each particle's request keeps running
+                   across block ends; resampling aborts the ones not drawn and starts
+                   requests only for extra copies.
 
 A particle whose twist is -inf (no allowed continuation) or whose reward is -inf has weight 0.
 A run whose particles all have weight 0 reports log_z_hat = -inf and ``all_dead = True``;
@@ -39,6 +42,7 @@ import torch
 
 from decoders import blocks as blk
 from decoders import resampling
+from decoders import streams as st
 from decoders.protocols import Context, LanguageModel, Reward, StopAt, ValueModel
 from decoders.results import ParticleDiagnostics, Sample
 from decoders.samplers.base import block_logprobs, make_generator, score
@@ -136,15 +140,23 @@ async def run_smc(lm: LanguageModel, prompt: Context, reward: Reward, *, n: int,
     diags = [ParticleDiagnostics(particles=N) for _ in range(n)]
     log_z = torch.zeros(n, dtype=torch.float64)
     log_N = math.log(N)
-    while block > 1:  # block SMC: the engine samples, the value model twists
-        live = (~P.done).nonzero().squeeze(1).tolist()
-        if not live:
-            return _finish(P, diags, log_z, beta, generator)
-        ended = await _advance_blocks(P, live, lm, prompt, block, max_tokens, generator,
-                                      value, beta, stop_at)
-        await _end(P, ended, reward, prompt, beta)
-        await _twist_at_block_end(P, [i for i in live if not P.done[i]], value, prompt, beta)
-        _resample(P, diags, log_z, ess_threshold, scheme, generator, log_N)
+    if block > 1:  # block SMC: the engine samples, the value model twists
+        streams = (st.ParticleStreams(lm, n * N, value, beta, generator)
+                   if st.can_stream(lm, value) else None)
+        try:
+            while live := (~P.done).nonzero().squeeze(1).tolist():
+                ended = await _advance_blocks(P, live, lm, prompt, block, max_tokens, generator,
+                                              value, beta, stop_at, streams)
+                await _end(P, ended, reward, prompt, beta)
+                await _twist_at_block_end(P, [i for i in live if not P.done[i]], value, prompt,
+                                          beta)
+                perm = _resample(P, diags, log_z, ess_threshold, scheme, generator, log_N)
+                if streams is not None:
+                    streams.follow(perm, P.done.tolist())
+        finally:  # also on cancellation: no request outlives the call
+            if streams is not None:
+                streams.close()
+        return _finish(P, diags, log_z, beta, generator)
     while True:
         active = (~P.done).nonzero().squeeze(1)
         if active.numel() == 0:
@@ -223,15 +235,19 @@ async def _twist_at_block_end(P: _Particles, idx: list[int], value: ValueModel |
 
 async def _advance_blocks(P: _Particles, live: list[int], lm: LanguageModel, prompt: list[int],
                           block: int, max_tokens: int, generator: torch.Generator,
-                          value: ValueModel | None, beta: float,
-                          stop_at: StopAt | None) -> list[int]:
+                          value: ValueModel | None, beta: float, stop_at: StopAt | None,
+                          streams: st.ParticleStreams | None = None) -> list[int]:
     """Every live particle gains a block of up to ``block`` tokens from q (cut at its first
-    stop); log w += log pi_ref(block) - log q(block). The particles that ended (EOS, a stop
-    or max_tokens)."""
+    stop), from its stream when there are streams; log w += log pi_ref(block) - log q(block).
+    The particles that ended (EOS, a stop or max_tokens)."""
     before = [P.tokens[i] for i in live]
     caps = [min(block, max_tokens - len(t)) for t in before]
-    blocks = await blk.sample_blocks(lm, [prompt + t for t in before], caps, generator,
-                                     value=value, beta=beta)
+    contexts = [prompt + t for t in before]
+    if streams is not None:
+        blocks = await streams.next_blocks(live, contexts, caps,
+                                           [max_tokens - len(t) for t in before])
+    else:
+        blocks = await blk.sample_blocks(lm, contexts, caps, generator, value=value, beta=beta)
     blocks, stopped = blk.stop_blocks(blocks, stop_at, before)
     ended = []
     for i, b, cut in zip(live, blocks, stopped, strict=True):
@@ -249,8 +265,10 @@ async def _advance_blocks(P: _Particles, live: list[int], lm: LanguageModel, pro
     return ended
 
 
-def _resample(P: _Particles, diags, log_z, threshold, scheme, generator, log_N) -> None:
-    """ESS per run (recorded); resample runs with live particles and ESS < threshold * N."""
+def _resample(P: _Particles, diags, log_z, threshold, scheme, generator,
+              log_N) -> list[int] | None:
+    """ESS per run (recorded); resample runs with live particles and ESS < threshold * N.
+    The ancestors (particle i <- perm[i]), or None when no run resampled."""
     lw = P.log_w.view(P.n, P.N)
     ess = resampling.ess(lw)
     running = (~P.done).view(P.n, P.N).any(dim=1)
@@ -270,6 +288,7 @@ def _resample(P: _Particles, diags, log_z, threshold, scheme, generator, log_N) 
         log_w = P.log_w.clone()
         P.take(perm)
         P.log_w = log_w  # the reset weights belong to the new particles
+    return None if perm is None else perm.tolist()
 
 
 def _finish(P: _Particles, diags, log_z, beta, generator) -> list[Sample]:
