@@ -30,6 +30,10 @@ def train(
     out: str | None = typer.Option(None, help="output value-model directory"),
     objective: str | None = typer.Option(None, help="soft_q (default) | iw_fkl | reverse_kl (on-policy)"),
     init_from: str | None = typer.Option(None, help="start from this saved value model"),
+    init_from_lm: str | None = typer.Option(None, help="start from this pretrained Llama LM "
+                                            "(same tokenizer as the base): its layers, a zero head"),
+    init_layers: int | None = typer.Option(None, help="keep the first k layers of that LM (alone: "
+                                           "of the base)"),
     init_scale: float | None = typer.Option(None, help="multiply the initial Q by this"),
     group: int | None = typer.Option(None, help="reverse_kl: completions per prompt in a step"),
     baseline: str | None = typer.Option(None, help="reverse_kl: loo | value"),
@@ -68,7 +72,8 @@ def train(
 
     overrides = {k: v for k, v in {
         "model": model, "reward": reward, "engine": engine, "out": out, "objective": objective,
-        "init_from": init_from, "init_scale": init_scale, "group": group, "baseline": baseline,
+        "init_from": init_from, "init_from_lm": init_from_lm, "init_layers": init_layers,
+        "init_scale": init_scale, "group": group, "baseline": baseline,
         "rollout_policy": rollout_policy, "guide_beta": guide_beta,
         "q_loss": q_loss, "exp_clip": exp_clip, "beta": beta, "prompts": list(prompt) if prompt else None, "prompt_file": prompt_file,
         "max_tokens": max_tokens, "rollouts": rollouts, "branch_points": branch_points,

@@ -40,6 +40,12 @@ class TrainConfig(BaseModel):
                                         leave-one-out baseline); rollouts/branch_* unused
     init_from                 start from this saved value model (of the same base) instead of a
                               fresh one; the architecture keys are then ignored
+    init_from_lm              start from a pretrained Llama LM with the base's tokenizer: its
+                              embeddings, layers and final norm, a zero head (Q = 0); the
+                              architecture keys are then ignored (training.value_net.lm_value_model)
+    init_layers               keep only the first k layers of that LM; alone: of the base itself
+                              (its embeddings and first k layers). Costs: the value model is as
+                              wide as the LM, with its embeddings and an untied head
     init_scale                multiply the initial Q by this (exact: scales the final norm); e.g.
                               beta / serve_beta of init_from starts reverse_kl at the policy that
                               model is served as
@@ -80,6 +86,8 @@ class TrainConfig(BaseModel):
     q_loss: Literal["mse", "exp"] = "mse"
     exp_clip: float = Field(4.0, gt=0)
     init_from: str | None = None
+    init_from_lm: str | None = None
+    init_layers: int | None = Field(None, ge=1)
     init_scale: float = Field(1.0, gt=0)
     group: int = Field(8, ge=2)
     baseline: Literal["loo", "value"] = "loo"
@@ -128,6 +136,10 @@ class TrainConfig(BaseModel):
         if self.objective == "reverse_kl" and self.batch_size % self.group:
             raise ValueError(f"reverse_kl: batch_size ({self.batch_size}) must be a multiple of "
                              f"group ({self.group})")
+        if (self.init_from_lm or self.init_layers) and (
+                self.init_from or self.model.startswith("toy:")):
+            raise ValueError("init_from_lm / init_layers start from an HF LM's layers: not with "
+                             "init_from, nor on a toy base")
         if self.hidden % self.heads:
             raise ValueError(f"hidden ({self.hidden}) must be divisible by heads ({self.heads})")
         return self

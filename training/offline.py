@@ -131,6 +131,8 @@ async def train(cfg: TrainConfig, handle: Any, reward: Any, prompt_ids: list[lis
             "objective": cfg.objective, "q_loss": cfg.q_loss, "beta": cfg.beta, "steps": step_at,
             "world_size": size, "device": str(device),
             **({"init_from": cfg.init_from, "init_scale": cfg.init_scale} if cfg.init_from else {}),
+            **({"init_from_lm": cfg.init_from_lm or cfg.model, "init_layers": cfg.init_layers}
+               if cfg.init_from_lm or cfg.init_layers else {}),
             **({"rollout_policy": "guided", "guide_beta": cfg.guide_beta or cfg.beta}
                if cfg.rollout_policy == "guided" else {}),
             **({"exp_clip": cfg.exp_clip} if cfg.q_loss == "exp" else {}),

@@ -77,8 +77,8 @@ async def train_async(cfg: TrainConfig, *, resume: bool = False, progress: bool 
         try:
             prompt_ids = encode_prompts(handle, cfg.load_prompts())
             # loaded once, before any rollout (a bad init_from exits 2 at once)
-            start = (value_net.initial_model(cfg, handle.lm.vocab_size, 64) if cfg.init_from
-                     else None)
+            start = (value_net.initial_model(cfg, handle.lm.vocab_size, 64)
+                     if cfg.init_from or cfg.init_from_lm or cfg.init_layers else None)
             out = Path(cfg.out)
             work = out / "train"
             work.mkdir(parents=True, exist_ok=True)   # nothing is written for input that fails above

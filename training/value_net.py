@@ -64,10 +64,50 @@ def load_value_model(path: str | Path, base: str, vocab_size: int):
     return model
 
 
+def lm_value_model(lm: str, base: str, vocab_size: int, layers: int | None = None):
+    """A value model started from a pretrained Llama LM ``lm`` with the base's tokenizer (the
+    base itself included): its embeddings, its first ``layers`` decoder layers (all when None)
+    and final norm, under a new untied zero head, so Q = 0 at the start. Q♯-style: the value
+    model reads the LM's features instead of learning them. Raises ValueError when ``lm`` is
+    not such a model."""
+    from transformers import AutoModelForCausalLM
+
+    from engines.loader import resolve_model_dir
+    from engines.value_model import tokenizer_fingerprint
+
+    lm_dir, base_dir = resolve_model_dir(lm), resolve_model_dir(base)
+    if tokenizer_fingerprint(lm_dir) != tokenizer_fingerprint(base_dir):
+        raise ValueError(f"{lm_dir} has another tokenizer than the base {base_dir}")
+    model = AutoModelForCausalLM.from_pretrained(lm_dir, dtype=torch.float32)
+    c = model.config
+    if c.model_type != "llama" or c.vocab_size != vocab_size:
+        raise ValueError(f"{lm_dir}: need a Llama LM over {vocab_size} ids, got "
+                         f"{c.model_type!r} over {c.vocab_size}")
+    n = c.num_hidden_layers
+    k = n if layers is None else layers
+    if not 1 <= k <= n:
+        raise ValueError(f"init_layers must be between 1 and {n} (the LM's layers), got {k}")
+    model.model.layers = model.model.layers[:k]
+    c.num_hidden_layers = k
+    if getattr(c, "layer_types", None):
+        c.layer_types = c.layer_types[:k]
+    c.tie_word_embeddings = False
+    model.lm_head = torch.nn.Linear(c.hidden_size, vocab_size, bias=False)
+    torch.nn.init.zeros_(model.lm_head.weight)
+    return model
+
+
 def initial_model(cfg: TrainConfig, vocab: int, max_positions: int) -> torch.nn.Module:
     """The value model training starts from: ``init_from`` (an existing value model of this
-    base, Q scaled by ``init_scale``) or a fresh one of the configured architecture (zero head:
-    Q = 0)."""
+    base, Q scaled by ``init_scale``), a pretrained LM's layers (``init_from_lm`` /
+    ``init_layers``: ``lm_value_model``) or a fresh one of the configured architecture (zero
+    head: Q = 0)."""
+    if cfg.init_from_lm or cfg.init_layers:
+        lm = cfg.init_from_lm or cfg.model
+        try:
+            return lm_value_model(lm, cfg.model, vocab, cfg.init_layers)
+        except (ValueError, OSError) as exc:
+            raise ConfigError(f"cannot start from the LM {lm!r}: {exc}") from exc
     if cfg.init_from:
         try:
             model = load_value_model(cfg.init_from, cfg.model, vocab)

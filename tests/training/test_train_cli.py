@@ -40,6 +40,8 @@ def run(args):
     (["--reward", "toy:seed=0", "--init-from", "/no/such/value-model"], "cannot start from"),
     (["--reward", "toy:seed=0", "--init-from", "tilt/assets/demo-value"], "cannot start from"),
     (["--reward", "toy:seed=0", "--device", "tpu"], "device must be auto, cpu, cuda or cuda:N"),
+    (["--reward", "toy:seed=0", "--init-layers", "1"], "not with init_from, nor on a toy base"),
+    (["--reward", "toy:seed=0", "--init-layers", "0"], "invalid config value"),
 ])
 def test_train_bad_input_exits_2(tmp_path, args, message):
     res = run(["train", *TOY, "--out", str(tmp_path / "out"), *args])
