@@ -25,6 +25,20 @@ from engines.value_model import ValueModelManifest, q_from_logits
 
 EXTRA_KEY = "tilt_guidance"
 CONFIG_KEY = "tilt_value_models"
+DTYPE_KEY = "tilt_value_dtype"  # additional_config: the value models' dtype (VALUE_DTYPES)
+VALUE_DTYPES = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16,
+                "float16": torch.float16}
+
+
+def value_dtype(name: str, device: torch.device, model_dtype: torch.dtype | None) -> torch.dtype:
+    """The value models' dtype: ``name`` from VALUE_DTYPES; auto = float32 on CPU (exact
+    corrections), else the base model's dtype. ValueError for another name."""
+    if name not in VALUE_DTYPES:
+        raise ValueError(f"value_dtype must be one of {', '.join(VALUE_DTYPES)}, got {name!r}")
+    dtype = VALUE_DTYPES[name]
+    if dtype is None:
+        dtype = torch.float32 if device.type == "cpu" else (model_dtype or torch.float32)
+    return dtype
 
 
 def guidance_extra_args(value_model: str, beta: float) -> dict[str, Any]:
@@ -67,14 +81,15 @@ class GuidedSeq:
 class GuidanceRuntime:
     """Loaded value models (lean Llama forwards) and the per-request incremental state."""
 
-    def __init__(self, value_models: dict[str, str], device: str | torch.device = "cpu"):
-        self.device = torch.device(device)
+    def __init__(self, value_models: dict[str, str], device: str | torch.device = "cpu",
+                 dtype: torch.dtype = torch.float32):
+        self.device, self.dtype = torch.device(device), dtype
         self.models: dict[str, LeanLlama] = {}
         self.atoms: dict[str, torch.Tensor | None] = {}
         self.vocab: dict[str, int] = {}
         for name, path in (value_models or {}).items():
             manifest = ValueModelManifest.read(path)
-            self.models[name] = LeanLlama(path, device=self.device)
+            self.models[name] = LeanLlama(path, device=self.device, dtype=dtype)
             self.vocab[name] = manifest.vocab_size
             self.atoms[name] = (None if manifest.atoms is None else
                                 torch.tensor(manifest.atoms, dtype=torch.float32, device=self.device))
@@ -82,7 +97,11 @@ class GuidanceRuntime:
     @classmethod
     def from_vllm_config(cls, vllm_config: Any, device: str | torch.device) -> GuidanceRuntime:
         extra = getattr(vllm_config, "additional_config", None) or {}
-        return cls(dict(extra.get(CONFIG_KEY) or {}) if isinstance(extra, dict) else {}, device)
+        extra = extra if isinstance(extra, dict) else {}
+        model_dtype = getattr(getattr(vllm_config, "model_config", None), "dtype", None)
+        dtype = value_dtype(str(extra.get(DTYPE_KEY, "auto")), torch.device(device),
+                            model_dtype if isinstance(model_dtype, torch.dtype) else None)
+        return cls(dict(extra.get(CONFIG_KEY) or {}), device, dtype)
 
     def start(self, name: str, beta: float) -> GuidedSeq | None:
         """State for a new guided request; None (request left unguided) for an unknown name —

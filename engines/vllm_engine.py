@@ -48,12 +48,19 @@ from decoders.protocols import EXTENDED_FIELDS, Block, Guidance, OnTokens, Sampl
 from engines.base import find_value_model
 from engines.base_export import ExportDir, discard
 from engines.engine_loop import EngineLoop
-from engines.guidance_state import CONFIG_KEY, guidance_extra_args
+from engines.guidance_state import CONFIG_KEY, DTYPE_KEY, VALUE_DTYPES, guidance_extra_args
 from engines.hf_codec import HFCodec, count_parameters, read_hf_config
 from engines.lean_llama import is_supported
 from engines.value_model import TorchValueModel, check_value_model
 from engines.vllm_cpu import cpu_engine_setup, scoped_env
-from engines.vllm_rows import make_block, row_from_flat, sampling_params, token_logprob
+from engines.vllm_rows import (
+    make_block,
+    row_from_flat,
+    sampler_fields,
+    sampling_params,
+    stop_ids,
+    token_logprob,
+)
 from engines.vllm_stream import VllmStream
 
 V1_PROCESSOR = "engines.vllm_guidance:TiltGuidanceLogitsProcessor"
@@ -186,12 +193,12 @@ class VllmLM:
         async def one(i: int) -> Block:
             ctx = contexts[i]
             cap = min(max_tokens, self.max_model_len - len(ctx))
-            stops = self._stop_ids(params)
+            stops = stop_ids(params, self.eos_token_id)
             path, more = (self._export_for(params, cap, stops, extra is not None)
                           if shaped else (None, {}))
             sp = sampling_params(VSP, max_tokens=cap, seed=seeds[i], logprobs=0,
                                  flat_logprobs=True, extra_args={**(extra or {}), **more} or None,
-                                 **self._sampler_fields(params, cap))
+                                 **sampler_fields(params, cap, self.eos_token_id))
 
             async def on_delta(toks: list[int]) -> None:
                 toks = [t for t in toks if t != eos]
@@ -225,9 +232,6 @@ class VllmLM:
         """A request that keeps running, read a block at a time (``engines.vllm_stream``)."""
         return VllmStream(self, context, max_tokens, seed, self.check_guidance(guidance))
 
-    def _stop_ids(self, params: SamplingParams) -> list[int]:
-        return list(params.stop_token_ids) + ([] if params.ignore_eos else [self.eos_token_id])
-
     def _export_for(self, params: SamplingParams, cap: int, stops: list[int],
                     guided: bool) -> tuple[str | None, dict[str, Any]]:
         """(file, extra_args) for the processor to export this block's base log-probs, or
@@ -252,19 +256,6 @@ class VllmLM:
         lps = [token_logprob(out.prompt_logprobs, p, full[p]) for p in range(len(ctx), len(full))]
         return lps + [float("nan")] * (len(toks) - len(lps))
 
-    def _sampler_fields(self, params: SamplingParams, cap: int) -> dict[str, Any]:
-        """vLLM ``SamplingParams`` keywords of ``params``: shaping, penalties, bias, stops.
-        EOS stops a sequence unless ``ignore_eos``; vLLM then keeps sampling past an EOS."""
-        stop_ids = self._stop_ids(params)
-        return dict(temperature=params.temperature, top_k=params.top_k, top_p=params.top_p,
-                    min_p=params.min_p, repetition_penalty=params.repetition_penalty,
-                    presence_penalty=params.presence_penalty,
-                    frequency_penalty=params.frequency_penalty,
-                    logit_bias=dict(params.logit_bias) if params.logit_bias else None,
-                    min_tokens=min(params.min_tokens, cap), ignore_eos=params.ignore_eos,
-                    stop=list(params.stop) or None, stop_token_ids=stop_ids,
-                    detokenize=bool(params.stop))
-
 
 class VllmEngine:
     """``EngineHandle`` for a Hugging Face model directory served by vLLM."""
@@ -282,7 +273,8 @@ class VllmEngine:
                    kv_cache_gib: int = 1, gpu_memory_utilization: float = 0.85,
                    enforce_eager: bool | None = None, dtype: str | None = None, seed: int = 0,
                    max_tokens_cap: int | None = None, warmup: bool = True,
-                   exact_kl: bool = False, **engine_kwargs: Any) -> VllmEngine:
+                   exact_kl: bool = False, value_dtype: str = "auto",
+                   **engine_kwargs: Any) -> VllmEngine:
         """Start vLLM on ``model`` (a local HF directory) with value models (name -> path).
 
         Value models are checked against the base tokenizer before the engine starts
@@ -290,11 +282,16 @@ class VllmEngine:
         model's own dtype on GPU; ``enforce_eager`` to True on CPU (fast start);
         ``max_model_len`` to the model's own limit. ``exact_kl``: guided temperature-1 blocks
         carry the exact per-step KL (``Block.extra["kl"]``, so ``kl_to_base`` is exact rather
-        than the sample's log-ratio), at about 5% of guided throughput. Extra keyword
+        than the sample's log-ratio), at about 5% of guided throughput. ``value_dtype``: the
+        native value models' dtype (auto = float32 on CPU, the base's dtype on GPU; float32,
+        bfloat16, float16). Extra keyword
         arguments (e.g. ``tensor_parallel_size``) go to ``AsyncEngineArgs``; unknown ones raise
         ValueError."""
         if not isinstance(exact_kl, bool):
             raise ValueError(f"exact_kl must be true or false, got {exact_kl!r}")
+        if value_dtype not in VALUE_DTYPES:
+            raise ValueError(f"value_dtype must be one of {', '.join(VALUE_DTYPES)}, "
+                             f"got {value_dtype!r}")
         model_dir, cfg = read_hf_config(model)
         self = cls()
         self.model_dir = model_dir
@@ -316,7 +313,7 @@ class VllmEngine:
                                       max_num_seqs=max_num_seqs, kv_cache_gib=kv_cache_gib,
                                       gpu_memory_utilization=gpu_memory_utilization,
                                       enforce_eager=enforce_eager, dtype=dtype, seed=seed,
-                                      **engine_kwargs)
+                                      value_dtype=value_dtype, **engine_kwargs)
         try:
             self.engine, vllm_config = await asyncio.shield(asyncio.wrap_future(started))
         except asyncio.CancelledError:  # start-up interrupted: wait for it, then shut it down
@@ -351,7 +348,8 @@ class VllmEngine:
     @staticmethod
     def _start(model_dir: Path, native: dict[str, str], *, max_model_len: int | None,
                max_num_seqs: int, kv_cache_gib: int, gpu_memory_utilization: float,
-               enforce_eager: bool | None, dtype: str | None, seed: int, **kw: Any) -> Any:
+               enforce_eager: bool | None, dtype: str | None, seed: int, value_dtype: str,
+               **kw: Any) -> Any:
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.platforms import current_platform
         from vllm.v1.engine.async_llm import AsyncLLM
@@ -368,7 +366,8 @@ class VllmEngine:
             dtype=dtype or ("float32" if on_cpu else "auto"),
             max_model_len=max_model_len, max_num_seqs=max_num_seqs,
             enable_prefix_caching=True, max_logprobs=-1, logprobs_mode="processed_logprobs",
-            logits_processors=[V1_PROCESSOR], additional_config={CONFIG_KEY: native},
+            logits_processors=[V1_PROCESSOR],
+            additional_config={CONFIG_KEY: native, DTYPE_KEY: value_dtype},
             enforce_eager=on_cpu if enforce_eager is None else enforce_eager,
             **({} if on_cpu else {"gpu_memory_utilization": gpu_memory_utilization}), **kw)
         with scoped_env(env):  # vLLM reads it in the config and in the processes it starts

@@ -6,6 +6,7 @@ translations the vLLM adapter (``engines.vllm_engine``) needs.
                                            (-inf where absent)
     token_logprob(flat, position, y)       one token's log-prob at a position
     make_block(tokens, prop, base, eos)    a ``Block``, a final EOS moved to its eos_* fields
+    sampler_fields(params, cap, eos)       vLLM ``SamplingParams`` keywords of Tilt's params
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 import torch
 
-from decoders.protocols import Block
+from decoders.protocols import Block, SamplingParams
 
 
 def sampling_params(cls: Any, **kw: Any) -> Any:
@@ -61,3 +62,21 @@ def make_block(toks: list[int], prop: list[float], base: list[float], eos: int |
         return Block(tokens=toks[:-1], proposal_logprobs=prop[:-1], base_logprobs=base[:-1],
                      finished=True, eos_proposal_logprob=prop[-1], eos_base_logprob=base[-1])
     return Block(tokens=toks, proposal_logprobs=prop, base_logprobs=base, finished=False)
+
+
+def stop_ids(params: SamplingParams, eos: int) -> list[int]:
+    """The ids that end a sequence: the stop ids, and EOS unless ``ignore_eos``."""
+    return list(params.stop_token_ids) + ([] if params.ignore_eos else [eos])
+
+
+def sampler_fields(params: SamplingParams, cap: int, eos: int) -> dict[str, Any]:
+    """vLLM ``SamplingParams`` keywords of ``params``: shaping, penalties, bias, stops.
+    EOS stops a sequence unless ``ignore_eos``; vLLM then keeps sampling past an EOS."""
+    return dict(temperature=params.temperature, top_k=params.top_k, top_p=params.top_p,
+                min_p=params.min_p, repetition_penalty=params.repetition_penalty,
+                presence_penalty=params.presence_penalty,
+                frequency_penalty=params.frequency_penalty,
+                logit_bias=dict(params.logit_bias) if params.logit_bias else None,
+                min_tokens=min(params.min_tokens, cap), ignore_eos=params.ignore_eos,
+                stop=list(params.stop) or None, stop_token_ids=stop_ids(params, eos),
+                detokenize=bool(params.stop))

@@ -195,3 +195,30 @@ async def test_runtime_prefills_identical_fresh_contexts_once(engine_models, ref
     for i, (c, s) in enumerate(zip(ctxs, seqs, strict=True)):
         want = (await ref_vm.q_values([c + nxt[i]], s.beta))[0] / s.beta
         assert (corr[i, : want.numel()].double() - want).abs().max() < 1e-4
+
+
+async def test_runtime_value_dtype(engine_models, ref_vm):
+    """``value_dtype``: auto is float32 on CPU and the base model's dtype on an accelerator;
+    bfloat16 runs the value model's forward in bf16, its Q/beta within bf16 error of the fp32
+    one (max error <= 2% of the row's largest |Q|); an unknown name is an error."""
+    from engines.guidance_state import DTYPE_KEY, GuidanceRuntime, value_dtype
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert value_dtype("auto", cpu, torch.bfloat16) == torch.float32
+    assert value_dtype("auto", cuda, torch.bfloat16) == torch.bfloat16
+    assert value_dtype("float16", cpu, None) == torch.float16
+    with pytest.raises(ValueError, match="value_dtype must be one of auto, float32"):
+        value_dtype("fp8", cpu, None)
+    cfg = SimpleNamespace(additional_config={CONFIG_KEY: {"vm": str(engine_models.value_model)},
+                                             DTYPE_KEY: "bfloat16"},
+                          model_config=SimpleNamespace(dtype=torch.float32))
+    rt = GuidanceRuntime.from_vllm_config(cfg, "cpu")
+    assert rt.models["vm"].dtype == torch.bfloat16
+    assert GuidanceRuntime.from_vllm_config(_cfg(engine_models), "cpu").models["vm"].dtype == \
+        torch.float32
+    ctx = [5, 6, 7, 8, 9]
+    corr = rt.corrections([rt.start("vm", 0.5)], [ctx])[0]
+    assert corr.dtype == torch.float32
+    want = (await ref_vm.q_values([ctx], 0.5))[0] / 0.5
+    err = float((corr[: want.numel()].double() - want).abs().max())
+    assert 0 < err <= 0.02 * float(want.abs().max()), err

@@ -268,3 +268,10 @@ async def test_exact_kl_must_be_a_bool(engine_models):
 
     with pytest.raises(ValueError, match="exact_kl must be true or false"):
         await VllmEngine.open(engine_models.base, exact_kl="maybe")  # before any engine starts
+
+
+async def test_value_dtype_must_be_known(engine_models):
+    from engines.vllm_engine import VllmEngine
+
+    with pytest.raises(ValueError, match="value_dtype must be one of auto, float32, bfloat16"):
+        await VllmEngine.open(engine_models.base, value_dtype="fp8")  # before any engine starts

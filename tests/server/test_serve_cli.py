@@ -28,6 +28,10 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     (["--model", "toy:vocab=8,len=4,seed=0", "--limit", "max_queue=-1"], "max_queue"),
     (["--model", "toy:vocab=8,len=4,seed=0", "--beta", "0"], "beta"),
     (["--port", "notaport"], "port"),
+    (["--model", "demo", "--engine", "vllm", "--engine-option", "value_dtype=fp8"],
+     "value_dtype must be one of"),
+    (["--model", "demo", "--engine", "vllm", "--engine-option", "exact_kl=maybe"],
+     "exact_kl must be true or false"),
 ])
 def test_bad_cli_input_exits_2(args, needle):
     from typer.testing import CliRunner
