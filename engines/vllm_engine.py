@@ -39,6 +39,7 @@ import itertools
 import json
 import math
 from collections.abc import Sequence
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,7 @@ from engines.engine_loop import EngineLoop
 from engines.guidance_state import CONFIG_KEY, DTYPE_KEY, VALUE_DTYPES, guidance_extra_args
 from engines.hf_codec import HFCodec, count_parameters, read_hf_config
 from engines.lean_llama import is_supported
+from engines.value_budget import check_engine_budget
 from engines.value_model import TorchValueModel, check_value_model
 from engines.vllm_cpu import cpu_engine_setup, scoped_env
 from engines.vllm_rows import (
@@ -269,8 +271,7 @@ class VllmEngine:
     @classmethod
     async def open(cls, model: str | Path, value_models: dict[str, str] | None = None, *,
                    name: str | None = None, max_model_len: int | None = None,
-                   max_num_seqs: int = 64,
-                   kv_cache_gib: int = 1, gpu_memory_utilization: float = 0.85,
+                   max_num_seqs: int = 64, kv_cache_gib: int = 1, gpu_memory_utilization: float = 0.85,
                    enforce_eager: bool | None = None, dtype: str | None = None, seed: int = 0,
                    max_tokens_cap: int | None = None, warmup: bool = True,
                    exact_kl: bool = False, value_dtype: str = "auto",
@@ -284,9 +285,9 @@ class VllmEngine:
         carry the exact per-step KL (``Block.extra["kl"]``, so ``kl_to_base`` is exact rather
         than the sample's log-ratio), at about 5% of guided throughput. ``value_dtype``: the
         native value models' dtype (auto = float32 on CPU, the base's dtype on GPU; float32,
-        bfloat16, float16). Extra keyword
-        arguments (e.g. ``tensor_parallel_size``) go to ``AsyncEngineArgs``; unknown ones raise
-        ValueError."""
+        bfloat16, float16); their memory must fit (``engines.value_budget``; ``value_cache_gib``
+        sets the budget). Extra keyword arguments (e.g. ``tensor_parallel_size``) go to
+        ``AsyncEngineArgs``; unknown ones raise ValueError."""
         if not isinstance(exact_kl, bool):
             raise ValueError(f"exact_kl must be true or false, got {exact_kl!r}")
         if value_dtype not in VALUE_DTYPES:
@@ -294,8 +295,7 @@ class VllmEngine:
                              f"got {value_dtype!r}")
         model_dir, cfg = read_hf_config(model)
         self = cls()
-        self.model_dir = model_dir
-        self.name = name or model_dir.name
+        self.model_dir, self.name = model_dir, name or model_dir.name
         self.codec = HFCodec(model_dir)
         vocab = int(cfg["vocab_size"])
         self.value_models = {}
@@ -356,8 +356,7 @@ class VllmEngine:
 
         on_cpu = current_platform.is_cpu()
         env = cpu_engine_setup(kw, kv_cache_gib) if on_cpu else {}  # KV space, TP binding
-        from dataclasses import fields
-
+        budget_gib = kw.pop("value_cache_gib", None)
         unknown = set(kw) - {f.name for f in fields(AsyncEngineArgs)}
         if unknown:
             raise ValueError(f"unknown option(s) for the vLLM engine: {sorted(unknown)}")
@@ -372,6 +371,8 @@ class VllmEngine:
             **({} if on_cpu else {"gpu_memory_utilization": gpu_memory_utilization}), **kw)
         with scoped_env(env):  # vLLM reads it in the config and in the processes it starts
             vllm_config = args.create_engine_config()
+            check_engine_budget(vllm_config, model_dir, native, value_dtype, budget_gib,
+                                kv_cache_gib)  # the value models' memory: ValueError
             if vllm_config.use_v2_model_runner:
                 vllm_config.model_config.logits_processors = [V2_PROCESSOR]
             return AsyncLLM.from_vllm_config(vllm_config, disable_log_stats=True), vllm_config

@@ -275,3 +275,12 @@ async def test_value_dtype_must_be_known(engine_models):
 
     with pytest.raises(ValueError, match="value_dtype must be one of auto, float32, bfloat16"):
         await VllmEngine.open(engine_models.base, value_dtype="fp8")  # before any engine starts
+
+
+async def test_value_models_that_cannot_fit_stop_the_start(engine_models):
+    """Sized against vLLM's own config, before its processes start (``engines.value_budget``)."""
+    from engines.vllm_engine import VllmEngine
+
+    with pytest.raises(ValueError, match="value models need up to .* lower max_num_seqs"):
+        await VllmEngine.open(engine_models.base, {"vm": str(engine_models.value_model)},
+                              value_cache_gib=0.0001)

@@ -32,6 +32,8 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
      "value_dtype must be one of"),
     (["--model", "demo", "--engine", "vllm", "--engine-option", "exact_kl=maybe"],
      "exact_kl must be true or false"),
+    (["--model", "demo", "--engine", "vllm", "--engine-option", "value_cache_gib=0.0001"],
+     "value models need up to"),
 ])
 def test_bad_cli_input_exits_2(args, needle):
     from typer.testing import CliRunner
