@@ -2,6 +2,7 @@
 
     tilt bench throughput --engine vllm --json
     tilt bench serve --out docs/bench/serve.json     # vs vLLM's own server, SMC vs best-of-N
+    tilt bench quality --out docs/bench/quality_smollm2.json   # token vs best-of-8 over HTTP
     tilt bench optimum --n 4096 --out docs/eval/demo_optimum/optimum.json
 
 ``throughput``: the last stdout line is one JSON object with at least unguided_tokens_per_s,
@@ -117,6 +118,51 @@ def serve(
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2) + "\n")
     typer.echo(text)
+
+
+@bench_app.command("quality")
+def quality(
+    prompts: Path = typer.Option(Path("bench/smollm2_heldout_prompts.txt"),
+                                 help="Held-out prompts, one per line ('#' lines skipped)."),
+    model: str = typer.Option(None, help="What tilt serve --model takes (default: its default)."),
+    reward: str = typer.Option("vader", help="The served reward that scores every choice."),
+    n: int = typer.Option(8, min=1, help="Completions per prompt and method."),
+    max_tokens: int = typer.Option(24, min=1, help="Tokens per completion (stops at EOS)."),
+    best_of: int = typer.Option(8, min=2, help="best_of_n's N (the KL bound is log N - (N-1)/N)."),
+    beta: float = typer.Option(None, help="token's beta (> 0; default: the server's)."),
+    seed: int = typer.Option(0, help="Request i has seed + i (fixed before the run)."),
+    clients: int = typer.Option(8, min=1, help="Requests in flight."),
+    out: Path = typer.Option(None, help="Also write the JSON here."),
+) -> None:
+    """Token guidance with the default value model vs best-of-N over HTTP on held-out
+    prompts: mean reward ± SE, KL to base, wall time vs unguided (issue 19's goal). The last
+    stdout line is the JSON result."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    path = checkout_file(prompts)
+    if path is None:
+        fail(f"prompt file not found: {prompts}")
+    lines = [ln.strip() for ln in path.read_text().splitlines()]
+    texts = [ln for ln in lines if ln and not ln.startswith("#")]
+    if not texts:
+        fail(f"no prompts in {prompts}")
+    if beta is not None and not beta > 0:
+        fail(f"--beta must be > 0, got {beta}")
+    from tilt.benchmarks.quality import run_quality_bench
+
+    try:
+        result = run(run_quality_bench(texts, model=model, reward=reward, n=n,
+                                       max_tokens=max_tokens, best_of=best_of, beta=beta,
+                                       seed=seed, clients=clients, progress=_progress))
+    except RuntimeError as exc:  # the server did not start: its log's tail is in the message
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    except Interrupted as exc:
+        raise typer.Exit(exc.exit_code) from exc
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+    typer.echo(json.dumps(result))
 
 
 @bench_app.command("optimum")
