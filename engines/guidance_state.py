@@ -76,10 +76,16 @@ class GuidedSeq:
     slot: int
     fed: int = 0  # context tokens already in the slot's KV cache
     last: torch.Tensor | None = field(default=None, repr=False)  # last Q/beta row
+    tokens: list[int] = field(default_factory=list, repr=False)  # those fed tokens
 
 
 class GuidanceRuntime:
-    """Loaded value models (lean Llama forwards) and the per-request incremental state."""
+    """Loaded value models (lean Llama forwards) and the per-request incremental state.
+
+    A request's slot is fed only the tokens it gained since its last step. A request fed from
+    scratch first copies the longest prefix of its context that a live request of the same
+    model holds (a resampled particle's copy, the n-th sample of a prompt, the next turn of a
+    chat), then feeds the rest; identical contexts fed from scratch in one step run once."""
 
     def __init__(self, value_models: dict[str, str], device: str | torch.device = "cpu",
                  dtype: torch.dtype = torch.float32):
@@ -87,6 +93,7 @@ class GuidanceRuntime:
         self.models: dict[str, LeanLlama] = {}
         self.atoms: dict[str, torch.Tensor | None] = {}
         self.vocab: dict[str, int] = {}
+        self.live: dict[str, dict[int, GuidedSeq]] = {}  # per model: slot -> its request
         for name, path in (value_models or {}).items():
             manifest = ValueModelManifest.read(path)
             self.models[name] = LeanLlama(path, device=self.device, dtype=dtype)
@@ -109,10 +116,34 @@ class GuidanceRuntime:
         model = self.models.get(name)
         if model is None:
             return None
-        return GuidedSeq(model=name, beta=beta, slot=model.alloc())
+        seq = GuidedSeq(model=name, beta=beta, slot=model.alloc())
+        self.live.setdefault(name, {})[seq.slot] = seq
+        return seq
 
     def stop(self, seq: GuidedSeq) -> None:
+        self.live.get(seq.model, {}).pop(seq.slot, None)
         self.models[seq.model].free(seq.slot)
+
+    def _share_prefix(self, seq: GuidedSeq, context: list[int], fresh: set[int]) -> int:
+        """For a request fed from scratch: copy the longest prefix of ``context`` that another
+        live request of the same model has in its cache (not one fed from scratch in this
+        step), leaving at least the last token to feed; the length copied (0: none)."""
+        best, src = 0, None
+        for other in self.live.get(seq.model, {}).values():
+            if other is seq or other.slot in fresh or not other.tokens or \
+                    other.tokens[0] != context[0]:
+                continue
+            n = min(len(other.tokens), len(context) - 1)
+            if n <= best:
+                continue
+            a = torch.as_tensor(other.tokens[:n])
+            diff = (a != torch.as_tensor(context[:n])).nonzero()
+            k = int(diff[0]) if diff.numel() else n
+            if k > best:
+                best, src = k, other
+        if src is not None:
+            self.models[seq.model].copy_slot(src.slot, seq.slot, best)
+        return best
 
     def corrections(self, seqs: Sequence[GuidedSeq],
                     new_tokens: Sequence[Sequence[int]]) -> torch.Tensor:
@@ -121,6 +152,16 @@ class GuidanceRuntime:
         ``new_tokens[i]`` are the context tokens from position ``seqs[i].fed`` on; empty
         means "same context as last step" (the previous row is reused)."""
         vocab = max(self.vocab[s.model] for s in seqs)
+        new_tokens = [list(t) for t in new_tokens]
+        for s in seqs:  # fed from scratch (new, or rewound)
+            if s.fed == 0:
+                s.tokens = []
+        fresh = {s.slot for s in seqs if s.fed == 0}
+        for i, s in enumerate(seqs):  # a prefix in another request's cache is copied
+            if s.fed == 0 and len(new_tokens[i]) > 1:
+                k = self._share_prefix(s, new_tokens[i], fresh)
+                if k:
+                    s.fed, s.tokens, new_tokens[i] = k, new_tokens[i][:k], new_tokens[i][k:]
         out = torch.zeros(len(seqs), vocab, device=self.device, dtype=torch.float32)
         by_model: dict[str, list[int]] = {}
         for i, (s, toks) in enumerate(zip(seqs, new_tokens, strict=True)):
@@ -153,6 +194,7 @@ class GuidanceRuntime:
             out[idx, :v] = corr
             for j, i in enumerate(idx):
                 seqs[i].fed += len(new_tokens[i])
+                seqs[i].tokens.extend(new_tokens[i])
                 seqs[i].last = corr[j]
         return out
 

@@ -222,3 +222,43 @@ async def test_runtime_value_dtype(engine_models, ref_vm):
     want = (await ref_vm.q_values([ctx], 0.5))[0] / 0.5
     err = float((corr[: want.numel()].double() - want).abs().max())
     assert 0 < err <= 0.02 * float(want.abs().max()), err
+
+
+async def test_runtime_copies_a_live_requests_prefix(engine_models, ref_vm, monkeypatch):
+    """A request fed from scratch whose context shares a prefix with a live request's cache
+    (a particle copied at a block end, a later sample of the same prompt) copies that prefix
+    and feeds only the rest; its Q/beta is still its own context's, now and after the next
+    token. A request that has stopped is no longer a source."""
+    from engines.guidance_state import GuidanceRuntime
+
+    rt = GuidanceRuntime({"vm": str(engine_models.value_model)})
+    lean = rt.models["vm"]
+    fed = []
+    extend = lean.extend
+
+    def counted(slots, starts, toks):
+        fed.append(sorted(len(t) for t in toks))
+        return extend(slots, starts, toks)
+
+    monkeypatch.setattr(lean, "extend", counted)
+    prompt = list(range(3, 23))
+    a = rt.start("vm", 1.0)
+    rt.corrections([a], [prompt])
+    rt.corrections([a], [[30, 31]])  # a's cache: prompt + 30, 31
+    b, c = rt.start("vm", 0.5), rt.start("vm", 1.0)
+    ctx_b, ctx_c = prompt + [30, 40, 41], prompt[:5] + [50]
+    fed.clear()
+    corr = rt.corrections([a, b, c], [[32], ctx_b, ctx_c])
+    assert fed == [[1, 1, 2]]  # a: 1 new; c: 1 after 5 copied; b: 2 after 21 copied
+    for i, (ctx, s) in enumerate([(prompt + [30, 31, 32], a), (ctx_b, b), (ctx_c, c)]):
+        want = (await ref_vm.q_values([ctx], s.beta))[0] / s.beta
+        assert (corr[i, : want.numel()].double() - want).abs().max() < 1e-4
+    corr = rt.corrections([b], [[42]])
+    want = (await ref_vm.q_values([ctx_b + [42]], 0.5))[0] / 0.5
+    assert (corr[0, : want.numel()].double() - want).abs().max() < 1e-4
+    for s in (a, b, c):
+        rt.stop(s)
+    d = rt.start("vm", 1.0)
+    fed.clear()
+    rt.corrections([d], [prompt])
+    assert fed == [[len(prompt)]]  # nothing live to copy from
