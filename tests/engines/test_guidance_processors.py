@@ -166,27 +166,32 @@ async def test_runtime_distributional_value_model(tmp_path, engine_models):
     assert rt.start("unknown", 1.0) is None
 
 
+def _runtime_counting_fed(engine_models, monkeypatch):
+    """A GuidanceRuntime with "vm", and the list of each extend call's fed lengths (sorted)."""
+    from engines.guidance_state import GuidanceRuntime
+
+    rt = GuidanceRuntime({"vm": str(engine_models.value_model)})
+    lean, fed = rt.models["vm"], []
+    extend = lean.extend
+
+    def counted(slots, starts, toks):
+        fed.append(sorted(len(t) for t in toks))
+        return extend(slots, starts, toks)
+
+    monkeypatch.setattr(lean, "extend", counted)
+    return rt, fed
+
+
 async def test_runtime_prefills_identical_fresh_contexts_once(engine_models, ref_vm, monkeypatch):
     """n guided requests with the same prompt (different betas) run the value model over the
     prompt once; every request still gets Q(s)/beta for its own beta, and after different
     next tokens (each slot extends its copied cache) its own context's row."""
-    from engines.guidance_state import GuidanceRuntime
-
-    rt = GuidanceRuntime({"vm": str(engine_models.value_model)})
-    lean = rt.models["vm"]
-    fed = []
-    extend = lean.extend
-
-    def counted(slots, starts, toks):
-        fed.append(sum(len(t) for t in toks))
-        return extend(slots, starts, toks)
-
-    monkeypatch.setattr(lean, "extend", counted)
+    rt, fed = _runtime_counting_fed(engine_models, monkeypatch)
     prompt, betas = [5, 6, 7, 8], [0.5, 1.0, 2.0]
     seqs = [rt.start("vm", b) for b in betas] + [rt.start("vm", 1.0)]
     ctxs = [prompt] * 3 + [[9, 10]]
     corr = rt.corrections(seqs, ctxs)
-    assert fed == [len(prompt) + 2]  # the shared prompt once, the other context
+    assert fed == [[2, len(prompt)]]  # the shared prompt once, the other context
     for i, (c, s) in enumerate(zip(ctxs, seqs, strict=True)):
         want = (await ref_vm.q_values([c], s.beta))[0] / s.beta
         assert (corr[i, : want.numel()].double() - want).abs().max() < 1e-4
@@ -229,18 +234,7 @@ async def test_runtime_copies_a_live_requests_prefix(engine_models, ref_vm, monk
     (a particle copied at a block end, a later sample of the same prompt) copies that prefix
     and feeds only the rest; its Q/beta is still its own context's, now and after the next
     token. A request that has stopped is no longer a source."""
-    from engines.guidance_state import GuidanceRuntime
-
-    rt = GuidanceRuntime({"vm": str(engine_models.value_model)})
-    lean = rt.models["vm"]
-    fed = []
-    extend = lean.extend
-
-    def counted(slots, starts, toks):
-        fed.append(sorted(len(t) for t in toks))
-        return extend(slots, starts, toks)
-
-    monkeypatch.setattr(lean, "extend", counted)
+    rt, fed = _runtime_counting_fed(engine_models, monkeypatch)
     prompt = list(range(3, 23))
     a = rt.start("vm", 1.0)
     rt.corrections([a], [prompt])
