@@ -14,6 +14,7 @@ to that request's row. Value model paths reach the engine-core process through
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,12 +31,17 @@ VALUE_DTYPES = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat
                 "float16": torch.float16}
 
 
+def check_value_dtype(name: Any) -> str:
+    """``name`` when it is a key of VALUE_DTYPES, else ValueError."""
+    if name not in VALUE_DTYPES:
+        raise ValueError(f"value_dtype must be one of {', '.join(VALUE_DTYPES)}, got {name!r}")
+    return name
+
+
 def value_dtype(name: str, device: torch.device, model_dtype: torch.dtype | None) -> torch.dtype:
     """The value models' dtype: ``name`` from VALUE_DTYPES; auto = float32 on CPU (exact
     corrections), else the base model's dtype. ValueError for another name."""
-    if name not in VALUE_DTYPES:
-        raise ValueError(f"value_dtype must be one of {', '.join(VALUE_DTYPES)}, got {name!r}")
-    dtype = VALUE_DTYPES[name]
+    dtype = VALUE_DTYPES[check_value_dtype(name)]
     if dtype is None:
         dtype = torch.float32 if device.type == "cpu" else (model_dtype or torch.float32)
     return dtype
@@ -89,7 +95,7 @@ class GuidanceRuntime:
 
     def __init__(self, value_models: dict[str, str], device: str | torch.device = "cpu",
                  dtype: torch.dtype = torch.float32):
-        self.device, self.dtype = torch.device(device), dtype
+        self.device = torch.device(device)
         self.models: dict[str, LeanLlama] = {}
         self.atoms: dict[str, torch.Tensor | None] = {}
         self.vocab: dict[str, int] = {}
@@ -136,9 +142,7 @@ class GuidanceRuntime:
             n = min(len(other.tokens), len(context) - 1)
             if n <= best:
                 continue
-            a = torch.as_tensor(other.tokens[:n])
-            diff = (a != torch.as_tensor(context[:n])).nonzero()
-            k = int(diff[0]) if diff.numel() else n
+            k = len(os.path.commonprefix([other.tokens[:n], context[:n]]))
             if k > best:
                 best, src = k, other
         if src is not None:

@@ -54,29 +54,17 @@ def value_model_bytes(path: str | Path, dtype_bytes: int, max_num_seqs: int,
     return params * dtype_bytes, int(1.5 * cache * dtype_bytes)
 
 
-def dtype_bytes(value_dtype: str, on_cpu: bool, base_cfg: dict) -> int:
-    """Bytes per value-model number for the engine option ``value_dtype``."""
-    if value_dtype == "auto":
-        value_dtype = "float32" if on_cpu else str(base_cfg.get("torch_dtype")
-                                                   or base_cfg.get("dtype") or "bfloat16")
-    return 4 if value_dtype == "float32" else 2
-
-
-def check_value_budget(base_dir: Path, value_models: dict[str, str], *, value_dtype: str,
-                       on_cpu: bool, max_num_seqs: int, max_model_len: int | None,
+def check_value_budget(base_dir: Path, value_models: dict[str, str], *, dtype_bytes: int,
+                       on_cpu: bool, max_num_seqs: int, max_model_len: int,
                        budget_gib: float | None, kv_cache_gib: float,
                        gpu_memory_utilization: float, device_memory: int) -> None:
     """Raise ValueError when the value models' weights and worst-case caches exceed the
     budget (above); ``device_memory``: the GPU's, or the machine's memory on CPU."""
     if not value_models:
         return
-    base = json.loads((base_dir / "config.json").read_text())
-    length = int(max_model_len or base.get("max_position_embeddings") or 2048)
-    b = dtype_bytes(value_dtype, on_cpu, base)
-    need = 0
-    for path in value_models.values():
-        w, c = value_model_bytes(path, b, max_num_seqs, length)
-        need += w + c
+    length = int(max_model_len)
+    need = sum(sum(value_model_bytes(path, dtype_bytes, max_num_seqs, length))
+               for path in value_models.values())
     if budget_gib is not None:
         budget, where = float(budget_gib) * GIB, "value_cache_gib"
     elif on_cpu:
@@ -97,12 +85,19 @@ def check_value_budget(base_dir: Path, value_models: dict[str, str], *, value_dt
 def check_engine_budget(vllm_config: Any, base_dir: Path, value_models: dict[str, str],
                         value_dtype: str, budget_gib: float | None, kv_cache_gib: float) -> None:
     """``check_value_budget`` with the sizes vLLM's config settled on (before it starts)."""
+    import torch
     from vllm.platforms import current_platform
 
+    from engines.guidance_state import value_dtype as resolve
+
+    if budget_gib is not None and (isinstance(budget_gib, bool) or
+                                   not isinstance(budget_gib, (int, float)) or budget_gib <= 0):
+        raise ValueError(f"value_cache_gib must be a number > 0, got {budget_gib!r}")
     on_cpu = current_platform.is_cpu()
-    if value_dtype == "auto" and not on_cpu:
-        value_dtype = str(vllm_config.model_config.dtype).removeprefix("torch.")
-    check_value_budget(base_dir, value_models, value_dtype=value_dtype, on_cpu=on_cpu,
+    model_dtype = vllm_config.model_config.dtype
+    dtype = resolve(value_dtype, torch.device("cpu" if on_cpu else "cuda"),
+                    model_dtype if isinstance(model_dtype, torch.dtype) else None)
+    check_value_budget(base_dir, value_models, dtype_bytes=dtype.itemsize, on_cpu=on_cpu,
                        max_num_seqs=int(vllm_config.scheduler_config.max_num_seqs),
                        max_model_len=int(vllm_config.model_config.max_model_len),
                        budget_gib=budget_gib, kv_cache_gib=kv_cache_gib,

@@ -49,7 +49,7 @@ from decoders.protocols import EXTENDED_FIELDS, Block, Guidance, OnTokens, Sampl
 from engines.base import find_value_model
 from engines.base_export import ExportDir, discard
 from engines.engine_loop import EngineLoop
-from engines.guidance_state import CONFIG_KEY, DTYPE_KEY, VALUE_DTYPES, guidance_extra_args
+from engines.guidance_state import CONFIG_KEY, DTYPE_KEY, check_value_dtype, guidance_extra_args
 from engines.hf_codec import HFCodec, count_parameters, read_hf_config
 from engines.lean_llama import is_supported
 from engines.value_budget import check_engine_budget
@@ -290,9 +290,7 @@ class VllmEngine:
         ``AsyncEngineArgs``; unknown ones raise ValueError."""
         if not isinstance(exact_kl, bool):
             raise ValueError(f"exact_kl must be true or false, got {exact_kl!r}")
-        if value_dtype not in VALUE_DTYPES:
-            raise ValueError(f"value_dtype must be one of {', '.join(VALUE_DTYPES)}, "
-                             f"got {value_dtype!r}")
+        check_value_dtype(value_dtype)
         model_dir, cfg = read_hf_config(model)
         self = cls()
         self.model_dir, self.name = model_dir, name or model_dir.name

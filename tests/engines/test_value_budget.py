@@ -23,7 +23,7 @@ def test_weights_are_the_parameters_and_the_cache_its_worst_case(engine_models):
 
 def test_a_budget_too_small_is_a_clear_error(engine_models):
     vms = {"vm": str(engine_models.value_model)}
-    kw = dict(value_dtype="auto", on_cpu=True, max_num_seqs=64, max_model_len=512,
+    kw = dict(dtype_bytes=4, on_cpu=True, max_num_seqs=64, max_model_len=512,
               kv_cache_gib=1, gpu_memory_utilization=0.85, device_memory=64 * GIB)
     check_value_budget(Path(engine_models.base), vms, budget_gib=None, **kw)  # fits in 64 GiB
     with pytest.raises(ValueError, match=r"value models need up to .* GiB .* more than "
