@@ -63,7 +63,7 @@ from engines.vllm_rows import (
     stop_ids,
     token_logprob,
 )
-from engines.vllm_stream import VllmStream
+from engines.vllm_stream import VllmStream, exported_logprobs
 
 V1_PROCESSOR = "engines.vllm_guidance:TiltGuidanceLogitsProcessor"
 V2_PROCESSOR = "engines.vllm_guidance_mrv2:TiltGuidanceLogitsProcessorV2"
@@ -213,10 +213,7 @@ class VllmLM:
                 prop = [token_logprob(out.logprobs, j, t) for j, t in enumerate(toks)]
                 base, q, kl = list(prop), None, math.nan
                 if shaped:
-                    base, q, kl = (ExportDir.read(path, toks, stops, cap) if path
-                                   else ([math.nan], None, math.nan))
-                    if any(math.isnan(b) for b in base):
-                        base = await self._base_logprobs(ctx, toks)
+                    base, q, kl = await exported_logprobs(self, ctx, toks, 0, path, stops, cap)
             finally:
                 if path:
                     discard(path)

@@ -102,12 +102,8 @@ class VllmStream:
         self.read = b
         base, q = list(prop), None
         if self.guided:
-            base, q = [math.nan], None
-            if self.path:
-                base, q, _ = ExportDir.read_span(self.path, self.tokens[:b], a, self.stops,
-                                                 self.cap)
-            if any(math.isnan(v) for v in base):
-                base = await self.lm._base_logprobs(self.context + self.tokens[:a], toks)
+            base, q, _ = await exported_logprobs(self.lm, self.context, self.tokens[:b], a,
+                                                 self.path, self.stops, self.cap)
         if self.done and b == len(self.tokens) and self.path:
             discard(self.path)
         block = make_block(toks, prop, base, self.lm.eos_token_id)
@@ -121,3 +117,16 @@ class VllmStream:
             self._job.cancel()
         if self.path:
             discard(self.path)
+
+
+async def exported_logprobs(lm: Any, context: Sequence[int], tokens: list[int], start: int,
+                            path: str | None, stops: Sequence[int],
+                            cap: int) -> tuple[list[float], list[float] | None, float]:
+    """(log pi_ref, Q/beta, summed KL) of ``tokens[start:]`` sampled after ``context`` +
+    ``tokens[:start]``: from the processor's export file ``path`` (None: no export), with the
+    adapter's scoring pass for the base log-probs where the export has none."""
+    base, q, kl = (ExportDir.read_span(path, tokens, start, stops, cap) if path
+                   else ([math.nan], None, math.nan))
+    if any(math.isnan(v) for v in base):
+        base = await lm._base_logprobs(list(context) + tokens[:start], tokens[start:])
+    return base, q, kl
