@@ -260,7 +260,10 @@ def serve(
     tensor_parallel_size: int = typer.Option(None, "--tensor-parallel-size",
                                              help="vLLM: shard the model over this many GPUs."),
     engine_option: list[str] = typer.Option([], "--engine-option",
-                                            help="KEY=VALUE passed to open_engine (repeatable)."),
+                                            help="KEY=VALUE passed to open_engine (repeatable): "
+                                            "vLLM's engine args (max_num_seqs=64, ...) and Tilt's "
+                                            "exact_kl=true, value_dtype=bfloat16 (auto, float32, "
+                                            "float16), value_cache_gib=G."),
     limit: list[str] = typer.Option([], "--limit", help="KEY=VALUE of server.config.Limits "
                                     "(repeatable), e.g. max_concurrent_requests=4."),
     log_level: str = typer.Option("info", "--log-level"),
